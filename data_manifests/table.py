@@ -1,0 +1,85 @@
+"""The canonical clip table every manifest parser produces and every stage consumes."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One row of a manifest: a span of one video file and its labels.
+
+    ``start``/``end`` are seconds *within the file* (a downloaded Kinetics clip
+    is already trimmed, so its span is ``0 .. time_end - time_start``); ``end``
+    is ``None`` when the clip runs to the end of the file.
+    """
+
+    clip_id: str
+    path: str  # relative to the video root unless absolute
+    start: float = 0.0
+    end: float | None = None
+    labels: tuple[int, ...] = ()
+    split: str = "train"
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None else self.end - self.start
+
+
+@dataclass
+class ClipTable:
+    """Clips in manifest row order plus the class list that their labels index."""
+
+    clips: list[Clip]
+    classes: list[str]
+    multilabel: bool = False
+    format: str = "generic"
+    source: str | None = None  # manifest path
+    source_sha256: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __iter__(self) -> Iterator[Clip]:
+        return iter(self.clips)
+
+    def __getitem__(self, i: int) -> Clip:
+        return self.clips[i]
+
+    def select(self, split: str | None = None, **extras: Any) -> "ClipTable":
+        """Rows whose split (and each given extra) match, keeping row order."""
+        keep = [
+            c
+            for c in self.clips
+            if (split is None or c.split == split)
+            and all(c.extras.get(k) == v for k, v in extras.items())
+        ]
+        return ClipTable(keep, self.classes, self.multilabel, self.format, self.source, self.source_sha256)
+
+    def label_matrix(self):
+        """[N, num_classes] 0/1 float32 matrix of the labels (multi-hot)."""
+        import numpy as np
+
+        y = np.zeros((len(self.clips), len(self.classes)), dtype=np.float32)
+        for i, c in enumerate(self.clips):
+            y[i, list(c.labels)] = 1.0
+        return y
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the rows themselves (ids, paths, spans, labels), for store provenance."""
+        h = hashlib.sha256()
+        for c in self.clips:
+            h.update(f"{c.clip_id}\t{c.path}\t{c.start}\t{c.end}\t{c.labels}\t{c.split}\n".encode())
+        return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
