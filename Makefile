@@ -18,7 +18,7 @@ demo: setup
 	$(BIN)/pipeline demo --workdir demo-run
 
 test: setup
-	$(BIN)/python -m pytest
+	PIPELINE_NO_PROGRESS=1 $(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class ManifestError(ValueError):
+    """A manifest row or header that cannot be parsed; the message names the file and 1-based line."""
+
+
 @dataclass(frozen=True)
 class Clip:
     """One row of a manifest: a span of one video file and its labels.
@@ -83,3 +87,33 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line_no, row)`` for each data row of a headed CSV, ``line_no`` 1-based where the row starts.
+
+    Raises ``ManifestError`` if the header lacks a ``required`` column or a row has the
+    wrong number of fields. Values are stripped; a quoted field may span lines, which is
+    why the row's first line is tracked rather than counted.
+    """
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ManifestError(f"{path}:1: empty file, expected a header with columns {', '.join(required)}")
+        header = [h.strip() for h in header]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ManifestError(f"{path}:1: header lacks column(s) {', '.join(missing)} (found {', '.join(header)})")
+        end_of_previous = reader.line_num
+        for fields in reader:
+            line_no, end_of_previous = end_of_previous + 1, reader.line_num
+            if not fields or all(not v.strip() for v in fields):
+                continue  # blank line
+            if len(fields) != len(header):
+                raise ManifestError(
+                    f"{path}:{line_no}: expected {len(header)} fields ({','.join(header)}), found {len(fields)}"
+                )
+            yield line_no, {k: v.strip() for k, v in zip(header, fields)}

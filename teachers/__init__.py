@@ -1,0 +1,29 @@
+"""Teachers: models that infer the egocentric signals (Ego-Score, Object-Score, Interaction-Map)
+from frames of third-person video. One module per teacher behind the interface in ``teachers.base``.
+
+Importing the package registers every teacher kind, so ``load_teacher`` can dispatch on a
+weights file's ``kind``.
+"""
+from teachers.base import (
+    InputSpec,
+    Teacher,
+    TeacherWeightsError,
+    list_teachers,
+    load_teacher,
+    register_teacher,
+    save_teacher,
+)
+from teachers import ego, handobj, objects  # noqa: E402,F401  (registers "ego", "handobj", "object")
+
+__all__ = [
+    "InputSpec",
+    "Teacher",
+    "TeacherWeightsError",
+    "ego",
+    "handobj",
+    "list_teachers",
+    "load_teacher",
+    "objects",
+    "register_teacher",
+    "save_teacher",
+]

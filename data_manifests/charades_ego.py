@@ -1,0 +1,127 @@
+"""Charades-Ego annotation CSVs (``CharadesEgo_v1_train.csv`` / ``_test.csv``) -> ClipTable.
+
+Header (as released): ``id,subject,scene,quality,relevance,verified,script,objects,
+descriptions,actions,length,egocentric,charades_video``. One row per video; the
+first-person recording of a script is ``<id>EGO`` next to its third-person ``<id>``,
+and ``egocentric`` says ``Yes``/``No``. ``actions`` is ``cNNN start end`` items joined
+by ``;`` (empty when the video has none), times in seconds.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .table import Clip, ClipTable, ManifestError, file_sha256, read_csv_rows
+
+EGO_SUFFIX = "EGO"
+_CLASS_ID = re.compile(r"c\d{3}")
+
+
+def read_charades_classes(path: str | Path) -> list[tuple[str, str]]:
+    """Read ``Charades_v1_classes.txt`` (``c000 Holding some clothes`` per line) as ``[(id, name), ...]`` in file order.
+
+    The ids are what ``read_charades_ego_csv(classes=...)`` takes:
+    ``[cid for cid, _ in read_charades_classes(p)]``.
+    """
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            cid, _, name = line.partition(" ")
+            if not _CLASS_ID.fullmatch(cid) or not name.strip():
+                raise ManifestError(f"{path}:{line_no}: expected 'cNNN class name', found {line!r}")
+            out.append((cid, name.strip()))
+    return out
+
+
+def _parse_actions(text: str, path: str | Path, line_no: int) -> list[tuple[str, float, float]]:
+    actions = []
+    for item in filter(None, (a.strip() for a in text.split(";"))):
+        parts = item.split()
+        try:
+            cid, start, end = parts[0], float(parts[1]), float(parts[2])
+            if len(parts) != 3 or not _CLASS_ID.fullmatch(cid):
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ManifestError(f"{path}:{line_no}: action {item!r} is not 'cNNN start end'") from None
+        actions.append((cid, start, end))
+    return actions
+
+
+def _split_from_name(path: str | Path) -> str:
+    stem = Path(path).stem.lower()
+    return "test" if stem.endswith("test") or "_test" in stem else "train"
+
+
+def read_charades_ego_csv(
+    path: str | Path, classes: list[str] | None = None, *, split: str | None = None
+) -> ClipTable:
+    """Parse a Charades-Ego CSV into one multi-label clip per video (both views).
+
+    ``classes`` are class ids (``c000`` ...) fixing the label order; by default
+    ``c000 .. cMAX`` for the largest id in the file — pass the ids from
+    ``read_charades_classes`` to get all 157 regardless of the file.
+    ``split`` defaults to ``test`` for a file named ``*_test*``, else ``train``.
+
+    Per clip: ``labels`` are the sorted unique class indices of its actions;
+    ``extras`` hold ``ego`` (from ``egocentric``, or the ``EGO`` id suffix when that
+    column is blank), ``actions`` as ``[(class_index, start, end), ...]``, ``pair``
+    (the id shared by both views of a script: the id without ``EGO``) and the raw
+    ``charades_video``, ``scene`` and ``script``.
+    """
+    rows = list(read_csv_rows(path, ("id", "actions", "length")))
+    parsed = [(line_no, r, _parse_actions(r["actions"], path, line_no)) for line_no, r in rows]
+    if classes is None:
+        top = max((int(cid[1:]) for _, _, acts in parsed for cid, _, _ in acts), default=-1)
+        classes = [f"c{i:03d}" for i in range(top + 1)]
+    index = {cid: i for i, cid in enumerate(classes)}
+    split = split or _split_from_name(path)
+
+    clips = []
+    for line_no, r, actions in parsed:
+        vid = r["id"]
+        if not vid:
+            raise ManifestError(f"{path}:{line_no}: empty id")
+        try:
+            length = float(r["length"])
+        except ValueError:
+            raise ManifestError(f"{path}:{line_no}: length {r['length']!r} is not a number") from None
+        unknown = sorted({cid for cid, _, _ in actions if cid not in index})
+        if unknown:
+            raise ManifestError(f"{path}:{line_no}: action class(es) {', '.join(unknown)} not in the class list")
+        egocentric = r.get("egocentric", "").lower()
+        if egocentric in ("yes", "no"):
+            ego = egocentric == "yes"
+        elif egocentric:
+            raise ManifestError(f"{path}:{line_no}: egocentric {r['egocentric']!r} is not Yes or No")
+        else:
+            ego = vid.endswith(EGO_SUFFIX)
+        action_idx = [(index[cid], start, end) for cid, start, end in actions]
+        clips.append(
+            Clip(
+                clip_id=vid,
+                path=f"{vid}.mp4",
+                start=0.0,
+                end=length,
+                labels=tuple(sorted({i for i, _, _ in action_idx})),
+                split=split,
+                extras={
+                    "ego": ego,
+                    "actions": action_idx,
+                    "pair": vid[: -len(EGO_SUFFIX)] if vid.endswith(EGO_SUFFIX) else vid,
+                    "charades_video": r.get("charades_video") or None,
+                    "scene": r.get("scene") or None,
+                    "script": r.get("script") or None,
+                },
+            )
+        )
+    return ClipTable(
+        clips,
+        list(classes),
+        multilabel=True,
+        format="charades_ego",
+        source=str(path),
+        source_sha256=file_sha256(path),
+    )

@@ -1,0 +1,203 @@
+"""The ``pipeline`` command: thin parsing over the stages (heavy imports happen inside commands)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from pipeline.errors import ConfigError, PipelineError
+
+EPILOG_RUN = """\
+Every stage takes a YAML config plus key=value overrides (dotted keys for groups), e.g.
+  pipeline run extract-teachers --config demo-run/configs/extract-teachers.yaml workers=4
+  pipeline run train-student --config cfg.yaml optim.epochs=30 loss.ego=0.1
+The whole config is checked before any work starts; an unknown key or a wrong type is
+reported by name (exit code 2). The resolved config is written next to the outputs.
+"""
+
+# stage -> (help, {flag: dotted config key}, example)
+STAGES: dict[str, tuple[str, dict[str, str], str]] = {
+    "train-teachers": (
+        "train the teachers: the ego/exo classifier on Charades-Ego-format data; "
+        "with per-frame ground truth (the demo world) also the object classifier and hand-object detector",
+        {"--manifest": "manifest", "--video-root": "video_root", "--out": "out"},
+        "pipeline run train-teachers --config demo-run/configs/train-teachers.yaml",
+    ),
+    "extract-teachers": (
+        "stage 1: run the teachers over a manifest with Ray and write the signals store (zarr); rerun to resume",
+        {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--workers": "workers",
+         "--max-failed-fraction": "max_failed_fraction"},
+        "pipeline run extract-teachers --config demo-run/configs/extract-teachers.yaml --workers 2",
+    ),
+    "train-student": (
+        "stage 2: train the SlowFast/Slow student with the Ego-Exo distillation losses (zero them for the baseline)",
+        {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--signals": "signals", "--init": "init"},
+        "pipeline run train-student --config demo-run/configs/train-student.egoexo.yaml optim.epochs=20",
+    ),
+    "finetune": (
+        "stage 3: fine-tune a pre-trained student on egocentric clips (Charades-Ego, EPIC-Kitchens)",
+        {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--signals": "signals", "--init": "init"},
+        "pipeline run finetune --config demo-run/configs/finetune.egoexo.yaml --init demo-run/students/egoexo/checkpoint.pt",
+    ),
+    "evaluate": (
+        "multi-view evaluation of a checkpoint: mAP (multi-label) or top-1/top-5; writes metrics JSON",
+        {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--checkpoint": "checkpoint"},
+        "pipeline run evaluate --config demo-run/configs/evaluate.egoexo.yaml",
+    ),
+}
+
+_NUMERIC_FLAGS = {"--workers": int, "--max-failed-fraction": float}
+
+
+def _stage_runner(stage: str) -> tuple[type, Callable, Callable]:
+    """(config class, defaults factory, run function) for a stage, imported lazily."""
+    if stage == "train-teachers":
+        from pipeline.stages.train_teachers import TrainTeachersConfig, run_train_teachers
+
+        return TrainTeachersConfig, TrainTeachersConfig, run_train_teachers
+    if stage == "extract-teachers":
+        from pipeline.stages.extract import ExtractConfig, run_extract
+
+        return ExtractConfig, ExtractConfig, run_extract
+    if stage in ("train-student", "finetune"):
+        from pipeline.stages.train import TrainConfig, finetune_defaults, pretrain_defaults, run_train
+
+        defaults = pretrain_defaults if stage == "train-student" else finetune_defaults
+        return TrainConfig, defaults, lambda cfg: run_train(cfg, stage)
+    from pipeline.stages.evaluate import EvaluateConfig, run_evaluate
+
+    return EvaluateConfig, EvaluateConfig, run_evaluate
+
+
+def load_stage_config(stage: str, config: str | None, overrides: list[str], flags: dict[str, object]):
+    """Stage defaults <- YAML <- CLI flags <- key=value overrides, validated."""
+    from pipeline.config import load_config, to_dict
+
+    cls, defaults, _ = _stage_runner(stage)
+    return load_config(cls, config, overrides, extra=flags, defaults=to_dict(defaults()))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    stage = args.stage
+    _, flag_map, _ = STAGES[stage]
+    flags = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key in flag_map.items()}
+    cfg = load_stage_config(stage, args.config, args.overrides, flags)
+    _, _, run = _stage_runner(stage)
+    result = run(cfg)
+    _print_result(stage, result)
+    return 0
+
+
+def _print_result(stage: str, result) -> None:
+    import json
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(result):
+        result = asdict(result)
+    if isinstance(result, dict):
+        result = {k: v for k, v in result.items() if k != "history"}
+        print(json.dumps(result, indent=1, default=str))
+
+
+def cmd_make_demo(args: argparse.Namespace) -> int:
+    from data_manifests.demo_world import make_demo
+
+    summary = make_demo(args.out, seed=args.seed, scale=args.scale)
+    import json
+
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    run_demo(args.workdir, seed=args.seed, workers=args.workers)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.inspect import inspect_store
+
+    return inspect_store(args.store, verify=args.verify, clip=args.clip, out=args.out, video_root=args.video_root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Ego-Exo pre-training: distil egocentric teacher signals from third-person video into a video model.",
+        epilog="examples:\n  pipeline demo --workdir demo-run\n  pipeline run extract-teachers --config cfg.yaml workers=4\n"
+        "  pipeline inspect demo-run/signals/kinetics.zarr --verify",
+        formatter_class=fmt,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the bundled synthetic world and print a results table",
+                       description="Generate the synthetic world, train the teachers, extract signals with Ray, "
+                       "pre-train baseline and Ego-Exo students, fine-tune them (and a scratch model) on the ego "
+                       "clips, evaluate, and print a comparison. Rerunning resumes finished steps.",
+                       epilog="example:\n  pipeline demo --workdir demo-run", formatter_class=fmt)
+    d.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes (default: demo-run)")
+    d.add_argument("--seed", type=int, default=0, help="world and training seed (default: 0)")
+    d.add_argument("--workers", type=int, default=2, help="Ray actors for extract-teachers (default: 2)")
+    d.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="dataset utilities", description="Dataset utilities.")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    md = dsub.add_parser("make-demo", help="write the synthetic world: videos, manifests and ground truth",
+                         description="Write the synthetic demo world: Kinetics-format third-person clips, a paired "
+                         "Charades-Ego-format ego/exo set, and per-frame ground truth (hands, objects, contact).",
+                         epilog="example:\n  pipeline data make-demo --out demo-world --seed 0", formatter_class=fmt)
+    md.add_argument("--out", required=True, help="output folder")
+    md.add_argument("--seed", type=int, default=0)
+    md.add_argument("--scale", type=float, default=1.0, help="multiply the number of clips (default: 1.0)")
+    md.set_defaults(func=cmd_make_demo)
+
+    run = sub.add_parser("run", help="run one pipeline stage from a YAML config", description="Run one pipeline stage.",
+                         epilog="examples:\n  pipeline run extract-teachers --config cfg.yaml --workers 4\n"
+                         "  pipeline run train-student --config cfg.yaml optim.epochs=30\n\n" + EPILOG_RUN,
+                         formatter_class=fmt)
+    rsub = run.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage, (help_text, flag_map, example) in STAGES.items():
+        sp = rsub.add_parser(stage, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                             epilog=f"example:\n  {example}\n\n{EPILOG_RUN}", formatter_class=fmt)
+        sp.add_argument("--config", help="YAML config file (default: built-in defaults)")
+        for flag, key in flag_map.items():
+            sp.add_argument(flag, type=_NUMERIC_FLAGS.get(flag, str), default=None, help=f"sets config key '{key}'")
+        sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=5")
+        sp.set_defaults(func=cmd_run)
+
+    ins = sub.add_parser("inspect", help="summarise, verify or picture a signals store (dask)",
+                         description="Summarise a signals store with dask: arrays, provenance, status counts and "
+                         "per-signal statistics (float16 is cast to float32 per chunk before reducing). "
+                         "--verify checks every completed row; --clip draws one clip's signals.",
+                         epilog="examples:\n  pipeline inspect demo-run/signals/kinetics.zarr\n"
+                         "  pipeline inspect demo-run/signals/kinetics.zarr --verify\n"
+                         "  pipeline inspect STORE --clip abc_000010_000012 --video-root demo-run/world/kinetics/videos --out clip.png",
+                         formatter_class=fmt)
+    ins.add_argument("store")
+    ins.add_argument("--verify", action="store_true", help="check every completed row; exit 1 on problems")
+    ins.add_argument("--clip", help="clip id to draw")
+    ins.add_argument("--out", help="PNG path for --clip")
+    ins.add_argument("--video-root", help="video root for --clip (default: the one recorded in the store)")
+    ins.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The signals store: per-clip teacher outputs in a zarr v3 group (DESIGN.md section 5).
+
+Layout: rows follow the manifest's row order. Per-row arrays are chunked one row per
+chunk (so stage 2 reads a clip cheaply) inside shards of ``shard_rows`` rows (so the
+store has few files). ``status`` and ``error`` are chunked by shard, without the
+sharding codec. One shard of rows is the unit of work: a worker writes all of a
+shard's data arrays and then its ``status`` chunk, so a row marked ok is complete
+and two workers never touch the same chunk or shard.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.errors import PipelineError
+
+SCHEMA_VERSION = 1
+PENDING, OK, FAILED = 0, 1, 2
+
+
+class StoreError(PipelineError):
+    """A store that does not exist, is not a signals store, or does not match what a stage expects."""
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("egoexo-pipeline")
+    except Exception:  # running from a source tree that is not installed
+        return "unknown"
+
+
+@dataclass
+class SignalsStore:
+    """An opened signals store. ``outputs`` maps array names (``object/logits``) to arrays."""
+
+    path: Path
+    group: zarr.Group
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.group["clip_id"].shape[0])
+
+    @property
+    def shard_rows(self) -> int:
+        return int(self.group.attrs["shard_rows"])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.group["frame_time"].shape[1])
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.group.attrs["outputs"])
+
+    def clip_ids(self) -> np.ndarray:
+        return _strings(self.group["clip_id"][:])
+
+    def status(self) -> np.ndarray:
+        return np.asarray(self.group["status"][:])
+
+    def errors(self) -> np.ndarray:
+        return _strings(self.group["error"][:])
+
+    def shards(self) -> list[tuple[int, int]]:
+        n, s = self.num_rows, self.shard_rows
+        return [(a, min(a + s, n)) for a in range(0, n, s)]
+
+    def pending_shards(self) -> list[tuple[int, int]]:
+        """Shards with any row still pending (a crashed or never-run unit of work)."""
+        st = self.status()
+        return [(a, b) for a, b in self.shards() if np.any(st[a:b] == PENDING)]
+
+    def write_shard(self, start: int, stop: int, arrays: dict[str, np.ndarray], status: np.ndarray, errors: list[str]) -> None:
+        """Write one whole shard: data arrays first, then ``error``, then ``status`` last."""
+        if start % self.shard_rows or (stop != min(start + self.shard_rows, self.num_rows)):
+            raise ValueError(f"rows {start}:{stop} are not one whole shard of {self.shard_rows}")
+        for name in ["frame_time", *self.output_names]:
+            self.group[name][start:stop] = arrays[name]
+        self.group["error"][start:stop] = np.asarray(errors, dtype=str)
+        self.group["status"][start:stop] = np.asarray(status, dtype=np.uint8)
+
+    def read_row(self, i: int) -> dict[str, np.ndarray]:
+        """One clip's arrays (float32), plus its status."""
+        out = {name: np.asarray(self.group[name][i], dtype=np.float32) for name in ["frame_time", *self.output_names]}
+        out["status"] = int(self.group["status"][i])
+        return out
+
+    def array(self, name: str) -> zarr.Array:
+        return self.group[name]
+
+
+def create_store(
+    path: str | Path,
+    clip_ids: list[str],
+    num_frames: int,
+    outputs: dict[str, tuple[tuple[int, ...], str]],
+    attrs: dict[str, Any],
+    shard_rows: int = 64,
+) -> SignalsStore:
+    """Create an empty store (all rows pending). ``outputs``: name -> (per-row shape, dtype)."""
+    p = Path(path)
+    if p.exists():
+        raise StoreError(f"{p} already exists; refusing to overwrite it")
+    n = len(clip_ids)
+    shard_rows = max(1, min(shard_rows, n))
+    g = zarr.open_group(str(p), mode="w-")
+    g.create_array("clip_id", shape=(n,), chunks=(max(n, 1),), dtype=str, fill_value="")
+    g["clip_id"][:] = np.asarray(clip_ids, dtype=str)
+    g.create_array("status", shape=(n,), chunks=(shard_rows,), dtype="uint8", fill_value=PENDING)
+    g.create_array("error", shape=(n,), chunks=(shard_rows,), dtype=str, fill_value="")
+    g.create_array(
+        "frame_time", shape=(n, num_frames), chunks=(1, num_frames), shards=(shard_rows, num_frames),
+        dtype="float32", fill_value=float("nan"),
+    )
+    for name, (tail, dtype) in outputs.items():
+        tail = tuple(int(x) for x in tail)
+        g.create_array(name, shape=(n, *tail), chunks=(1, *tail), shards=(shard_rows, *tail), dtype=dtype, fill_value=0)
+    g.attrs.update(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "package_version": _package_version(),
+            "shard_rows": shard_rows,
+            "outputs": list(outputs),
+            **attrs,
+        }
+    )
+    return SignalsStore(p, g)
+
+
+def open_store(path: str | Path, mode: str = "r") -> SignalsStore:
+    """Open an existing store, refusing anything that is not a signals store of this schema."""
+    p = Path(path)
+    if not p.exists():
+        raise StoreError(f"signals store not found: {p}")
+    try:
+        g = zarr.open_group(str(p), mode=mode)
+    except Exception as e:  # zarr raises several types for a non-group path
+        raise StoreError(f"{p} is not a zarr group ({e.__class__.__name__}: {e})") from None
+    version = g.attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{p} has signals-store schema version {version!r}; this version reads {SCHEMA_VERSION}")
+    for name in ("clip_id", "status", "error", "frame_time"):
+        if name not in g:
+            raise StoreError(f"{p} is missing the '{name}' array; it is not a complete signals store")
+    return SignalsStore(p, g)
+
+
+def check_provenance(store: SignalsStore, expected: dict[str, Any]) -> None:
+    """Refuse a store whose recorded provenance differs from what this run would write or needs."""
+    attrs = store.attrs
+    diffs = []
+    for key, want in expected.items():
+        have = attrs.get(key)
+        if json.dumps(have, sort_keys=True) != json.dumps(want, sort_keys=True):
+            diffs.append(f"{key}: store has {_short(have)}, this run has {_short(want)}")
+    if diffs:
+        raise StoreError(
+            f"signals store {store.path} was written for a different input:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse a new output path, or delete the old store if it is no longer needed."
+        )
+
+
+def _strings(values) -> np.ndarray:
+    # zarr 3 returns numpy's variable-width StringDType; plain '<U' arrays are easier downstream.
+    return np.array([str(v) for v in np.asarray(values).tolist()], dtype=str)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) <= 120 else s[:117] + "..."

@@ -1,0 +1,64 @@
+"""Pieces every stage shares: resolving the output folder, loading the manifest, progress bars."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import dump_config, to_dict
+from pipeline.errors import PipelineError
+
+
+def prepare_out_dir(out: str | Path, cfg: Any, stage: str, resume: bool = True) -> Path:
+    """Create ``out`` and write ``config.yaml`` there; refuse a folder that holds another config's outputs.
+
+    Stage outputs are written once: rerunning with the same resolved config resumes
+    or repeats in place; a different config must go to a different folder.
+    """
+    import yaml
+
+    d = Path(out)
+    cfg_path = d / f"{stage}.config.yaml"
+    if cfg_path.exists():
+        old = yaml.safe_load(cfg_path.read_text())
+        new = to_dict(cfg)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise PipelineError(
+                f"{d} already holds outputs of '{stage}' made with a different config "
+                f"(differs in: {', '.join(changed)}); choose another --out or delete that folder"
+            )
+    d.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, cfg_path)
+    return d
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm on stderr; quiet when PIPELINE_NO_PROGRESS is set (tests, logs)."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", bool(os.environ.get("PIPELINE_NO_PROGRESS")))
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
+
+
+def load_table(manifest: str, manifest_format: str = "auto", classes: list[str] | None = None):
+    from data_manifests.formats import load_manifest
+    from data_manifests.table import ManifestError
+
+    try:
+        return load_manifest(manifest, manifest_format, classes)
+    except ManifestError as e:
+        raise PipelineError(str(e)) from None
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"device '{device}' requested but no CUDA GPU is visible")
+    return device

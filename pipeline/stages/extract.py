@@ -1,0 +1,244 @@
+"""Stage 1, ``pipeline run extract-teachers``: run the teachers over a manifest into a signals store.
+
+The driver creates (or reopens) the store, then hands whole shards of rows to Ray
+actors. Each actor loads the teachers once, decodes its shard's clips at the
+teachers' frame rate, predicts, and writes the shard itself (data first, status
+last). Rerunning the same command resumes: shards whose rows are all done are skipped.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import dump_config
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.stages.common import load_table, pick_device, progress
+
+TEACHER_KINDS = ("ego", "object", "handobj")
+
+
+@dataclass
+class TeacherWeights:
+    """Weights files of the teachers to run; leave one empty to skip that signal."""
+
+    ego: str | None = None
+    object: str | None = None
+    handobj: str | None = None
+
+
+@dataclass
+class ExtractConfig:
+    manifest: str = ""
+    manifest_format: str = "auto"
+    video_root: str = ""
+    out: str = ""  # the signals store (a .zarr folder)
+    teachers: TeacherWeights = field(default_factory=TeacherWeights)
+    max_frames: int = 40  # teacher frames kept per clip (10 s at 4 fps)
+    shard_rows: int = 32  # rows per unit of work (and per zarr shard)
+    batch_clips: int = 8  # clips per teacher forward pass
+    workers: int = 2  # Ray actors
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # e.g. 1.0 (or 0.25 to pack 4 actors on a GPU) on a cluster
+    device: str = "auto"  # auto | cpu | cuda
+    ray_address: str | None = None  # None: start a local Ray instance
+    max_failed_fraction: float = 0.05
+
+    def validate(self) -> None:
+        for key in ("manifest", "video_root", "out"):
+            if not getattr(self, key):
+                raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        if not any(getattr(self.teachers, k) for k in TEACHER_KINDS):
+            raise ValueError("no teacher weights given: set at least one of teachers.ego, teachers.object, teachers.handobj")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise ValueError("'max_failed_fraction' must lie in [0, 1]")
+        for key in ("max_frames", "shard_rows", "batch_clips", "workers"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"'{key}' must be at least 1")
+
+
+@dataclass
+class ExtractResult:
+    store: Path
+    rows: int
+    ok: int
+    failed: int
+    skipped_shards: int
+    failure_reasons: dict[str, int]
+
+
+def _teacher_paths(cfg: ExtractConfig) -> dict[str, str]:
+    paths = {k: getattr(cfg.teachers, k) for k in TEACHER_KINDS if getattr(cfg.teachers, k)}
+    for kind, p in paths.items():
+        if not Path(p).is_file():
+            raise PipelineError(f"teachers.{kind}: weights file not found: {p}")
+    return paths
+
+
+def _frames_per_clip(table, fps: float, max_frames: int) -> int:
+    spans = [c.end - c.start for c in table if c.end is not None]
+    longest = max(spans) if spans else max_frames / fps
+    return max(1, min(max_frames, int(math.ceil(longest * fps - 1e-6))))
+
+
+class ShardWorker:
+    """Loads the teachers once; ``run_shard`` decodes, predicts and writes one shard of rows.
+
+    Usable without Ray (tests call it directly); the stage wraps it in a Ray actor.
+    """
+
+    def __init__(self, teacher_paths: dict[str, str], store_path: str, device: str, threads: int, batch_clips: int):
+        import torch
+
+        from pipeline.io.store import open_store
+        from teachers.base import load_teacher
+
+        torch.set_num_threads(max(1, threads))
+        self.teachers = [load_teacher(p, device=device) for p in teacher_paths.values()]
+        self.store = open_store(store_path, mode="r+")
+        self.fps = self.teachers[0].spec.frame_rate
+        self.size = max(t.spec.size for t in self.teachers)
+        self.num_frames = self.store.num_frames
+        self.batch_clips = batch_clips
+
+    def run_shard(self, start: int, stop: int, clips: list[tuple[str | None, float, float | None]]) -> dict:
+        from pipeline.io.store import FAILED, OK
+        from pipeline.io.video import VideoReadError, probe, read_frames, sample_times
+
+        n, F, S = stop - start, self.num_frames, self.size
+        frames = np.zeros((n, F, S, S, 3), dtype=np.uint8)
+        frame_time = np.full((n, F), np.nan, dtype=np.float32)
+        status = np.full(n, FAILED, dtype=np.uint8)
+        errors = [""] * n
+        for i, (path, t0, t1) in enumerate(clips):
+            if path is None:
+                errors[i] = "video file not found"
+                continue
+            try:
+                end = t1 if t1 is not None else (probe(path).duration or F / self.fps)
+                times = sample_times(t0, end, self.fps)[:F]
+                got = read_frames(path, times, size=(S, S))
+            except VideoReadError as e:
+                errors[i] = e.reason
+                continue
+            k = len(times)
+            frames[i, :k] = got.frames
+            frames[i, k:] = got.frames[-1]  # padding frames repeat the last one; their time stays NaN
+            frame_time[i, :k] = np.where(got.valid, got.frame_time, np.nan)
+            status[i] = OK
+        arrays = {"frame_time": frame_time}
+        ok_rows = np.flatnonzero(status == OK)
+        for teacher in self.teachers:
+            shapes = teacher.output_shapes(F)
+            outs = {name: np.zeros((n, *tail), dtype=np.float32) for name, (tail, _) in shapes.items()}
+            for b in range(0, len(ok_rows), self.batch_clips):
+                rows = ok_rows[b : b + self.batch_clips]
+                pred = teacher.predict(frames[rows], frame_time[rows])
+                for name in outs:
+                    outs[name][rows] = pred[name]
+            for name, (_, dtype) in shapes.items():
+                arrays[name] = outs[name].astype(dtype)
+        self.store.write_shard(start, stop, arrays, status, errors)
+        return {"start": start, "stop": stop, "ok": int(len(ok_rows)), "errors": [e for e in errors if e]}
+
+
+def run_extract(cfg: ExtractConfig) -> ExtractResult:
+    """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` rows failed."""
+    from data_manifests.formats import resolve_video
+    from pipeline.io.store import FAILED, OK, check_provenance, create_store, open_store
+    from teachers.base import load_teacher
+
+    table = load_table(cfg.manifest, cfg.manifest_format)
+    if len(table) == 0:
+        raise PipelineError(f"manifest {cfg.manifest} has no rows")
+    if not Path(cfg.video_root).is_dir():
+        raise PipelineError(f"video root not found: {cfg.video_root}")
+    paths = _teacher_paths(cfg)
+    device = pick_device(cfg.device)
+    teachers = {kind: load_teacher(p, device="cpu") for kind, p in paths.items()}
+    rates = {kind: t.spec.frame_rate for kind, t in teachers.items()}
+    if len(set(rates.values())) != 1:
+        raise PipelineError(f"the teachers must share one frame rate to share frame_time; got {rates}")
+    fps = next(iter(rates.values()))
+    F = _frames_per_clip(table, fps, cfg.max_frames)
+    outputs: dict[str, tuple[tuple[int, ...], str]] = {}
+    for t in teachers.values():
+        outputs.update(t.output_shapes(F))
+    provenance = {
+        "manifest": {"path": str(Path(cfg.manifest).resolve()), "sha256": table.source_sha256, "rows": table.fingerprint, "format": table.format},
+        "classes": table.classes,
+        "frame_rate": fps,
+        "num_frames": F,
+        "teachers": {kind: t.meta for kind, t in teachers.items()},
+        "video_root": str(Path(cfg.video_root).resolve()),
+    }
+    del teachers
+    store_path = Path(cfg.out)
+    if store_path.exists():
+        store = open_store(store_path, mode="r+")
+        check_provenance(store, {k: provenance[k] for k in ("frame_rate", "num_frames", "teachers")}
+                         | {"manifest_rows": table.fingerprint})
+    else:
+        store = create_store(
+            store_path, [c.clip_id for c in table], F, outputs,
+            {**provenance, "manifest_rows": table.fingerprint}, shard_rows=cfg.shard_rows,
+        )
+    dump_config(cfg, store_path / "extract-teachers.config.yaml")
+
+    pending = store.pending_shards()
+    skipped = len(store.shards()) - len(pending)
+    resolved = [resolve_video(table, c, cfg.video_root) for c in table]
+    jobs = [
+        (a, b, [(str(resolved[i]) if resolved[i] else None, table[i].start, table[i].end) for i in range(a, b)])
+        for a, b in pending
+    ]
+    if jobs:
+        _run_on_ray(cfg, paths, store_path, device, jobs)
+
+    status = store.status()
+    reasons = Counter(e for e, s in zip(store.errors(), status) if s == FAILED)
+    result = ExtractResult(store_path, len(status), int((status == OK).sum()), int((status == FAILED).sum()), skipped, dict(reasons))
+    if result.failed / result.rows > cfg.max_failed_fraction:
+        detail = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(5))
+        raise PipelineError(
+            f"{result.failed} of {result.rows} clips failed ({result.failed / result.rows:.1%} > "
+            f"max_failed_fraction {cfg.max_failed_fraction:.1%}): {detail}. The store at {store_path} "
+            "keeps every completed row; fix the inputs and rerun to fill the rest."
+        )
+    return result
+
+
+def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, device: str, jobs: list) -> None:
+    import ray
+    from ray.util import ActorPool
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        os.environ.setdefault("RAY_ACCEPT_CLOUD_SERVICES", "0")
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        if cfg.ray_address:
+            ray.init(address=cfg.ray_address, **kwargs)
+        else:
+            ncpu = max(os.cpu_count() or 1, int(math.ceil(cfg.workers * cfg.cpus_per_worker)))
+            ray.init(num_cpus=ncpu, **kwargs)
+    try:
+        gpus = cfg.gpus_per_worker if cfg.gpus_per_worker else (1.0 if device.startswith("cuda") else 0.0)
+        Actor = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=gpus)(ShardWorker)
+        threads = max(1, int(cfg.cpus_per_worker))
+        actors = [
+            Actor.remote(paths, str(store_path.resolve()), device, threads, cfg.batch_clips)
+            for _ in range(min(cfg.workers, len(jobs)))
+        ]
+        pool = ActorPool(actors)
+        total = sum(b - a for a, b, _ in jobs)
+        with progress(total=total, desc="extract-teachers", unit="clip") as bar:
+            for res in pool.map_unordered(lambda actor, job: actor.run_shard.remote(*job), jobs):
+                bar.update(res["stop"] - res["start"])
+                bar.set_postfix(failed=len(res["errors"]), refresh=False)
+    finally:
+        if started_here:
+            ray.shutdown()

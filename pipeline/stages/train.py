@@ -1,0 +1,222 @@
+"""Stage 2 ``train-student`` and stage 3 ``finetune``: one training stage, two sets of defaults.
+
+``train-student`` pre-trains on a third-person manifest, distilling the signals store
+(all distillation weights at 0 gives the baseline). ``finetune`` starts from a
+checkpoint (``--init``), swaps the action head for the target label space and trains
+on egocentric clips.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress
+from student.train import LossWeights, OptimConfig
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "slow_tiny"
+    dropout: float = 0.3
+    interaction_maps: bool = True  # build the map head (needed for the Interaction-Map loss)
+
+
+@dataclass
+class DataConfig:
+    num_frames: int = 8
+    fps: float = 4.0
+    short_side: int = 80
+    crop: int = 64
+    split: str | None = "train"  # manifest rows used for training (None: all)
+    view: Literal["all", "ego", "exo"] = "all"  # Charades-Ego: first-person, third-person or both
+
+
+@dataclass
+class TrainConfig:
+    manifest: str = ""
+    manifest_format: str = "auto"
+    video_root: str = ""
+    out: str = ""
+    signals: str | None = None  # signals store from extract-teachers (needed for distillation)
+    init: str | None = None  # checkpoint to start from (ours or PySlowFast .pyth)
+    device: str = "auto"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def validate(self) -> None:
+        for key in ("manifest", "video_root", "out"):
+            if not getattr(self, key):
+                raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        distil = {k: getattr(self.loss, k) for k in ("ego", "object", "hand_map", "object_map")}
+        if any(v < 0 for v in distil.values()) or self.loss.action < 0:
+            raise ValueError("loss weights must be >= 0")
+        if any(distil.values()) and not self.signals:
+            used = ", ".join(f"loss.{k}" for k, v in distil.items() if v)
+            raise ValueError(f"{used} > 0 needs a signals store: pass --signals STORE (or set them to 0 for the baseline)")
+        if (self.loss.hand_map or self.loss.object_map) and not self.model.interaction_maps:
+            raise ValueError("loss.hand_map/object_map > 0 needs model.interaction_maps: true")
+        if self.optim.epochs < 1 or self.optim.batch_size < 1:
+            raise ValueError("optim.epochs and optim.batch_size must be at least 1")
+
+
+def pretrain_defaults() -> TrainConfig:
+    """Paper defaults for Ego-Exo pre-training (DESIGN.md section 1)."""
+    from student.losses import PAPER_WEIGHTS
+
+    cfg = TrainConfig()
+    cfg.loss = LossWeights(**{k: float(v) for k, v in PAPER_WEIGHTS.items() if k in LossWeights.__dataclass_fields__})
+    return cfg
+
+
+def finetune_defaults() -> TrainConfig:
+    cfg = TrainConfig()
+    cfg.data.view = "ego"
+    return cfg
+
+
+def select_rows(table, split: str | None, view: str) -> list[int]:
+    rows = []
+    for i, c in enumerate(table):
+        if split is not None and c.split != split:
+            continue
+        if view != "all" and "ego" in c.extras and bool(c.extras["ego"]) != (view == "ego"):
+            continue
+        rows.append(i)
+    return rows
+
+
+def build_model(model_args: dict):
+    from student.backbones import create_backbone
+    from student.heads import EgoExoStudent
+
+    backbone = create_backbone(model_args["backbone"])
+    return EgoExoStudent(
+        backbone,
+        num_actions=model_args["num_actions"],
+        num_objects=model_args["num_objects"],
+        dropout=model_args["dropout"],
+        interaction_maps=model_args["interaction_maps"],
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise PipelineError(f"checkpoint not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise PipelineError(f"cannot read checkpoint {p}: {e.__class__.__name__}: {e}") from None
+
+
+def map_grid(model, cfg: TrainConfig) -> tuple[int, int, int] | None:
+    """(T', H', W') of the interaction-map output for this input size (one dummy forward)."""
+    import torch
+
+    if not cfg.model.interaction_maps:
+        return None
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, cfg.data.num_frames, cfg.data.crop, cfg.data.crop))
+    return tuple(int(x) for x in out["interaction_map"].shape[2:])
+
+
+def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
+    """Train (or fine-tune) a student; writes ``checkpoint.pt``, ``history.json`` and the config to ``out``."""
+    import torch
+
+    from data_manifests.formats import resolve_video
+    from pipeline.io.store import OK, open_store
+    from student.dataset import ClipDataset, ClipRef
+    from student.train import fit, save_checkpoint
+
+    table = load_table(cfg.manifest, cfg.manifest_format)
+    rows = select_rows(table, cfg.data.split, cfg.data.view)
+    if not rows:
+        raise PipelineError(f"no rows of {cfg.manifest} match split={cfg.data.split!r} view={cfg.data.view!r}")
+    if not Path(cfg.video_root).is_dir():
+        raise PipelineError(f"video root not found: {cfg.video_root}")
+
+    num_objects = 1
+    if cfg.signals:
+        store = open_store(cfg.signals)
+        if list(store.clip_ids()) != [c.clip_id for c in table]:
+            raise PipelineError(f"signals store {cfg.signals} was not written for manifest {cfg.manifest} (clip ids differ)")
+        status = store.status()
+        dropped = [i for i in rows if status[i] != OK]
+        if dropped:
+            print(f"{stage}: skipping {len(dropped)} clips without teacher signals (failed or pending in the store)")
+        rows = [i for i in rows if status[i] == OK]
+        if "object/logits" in store.output_names:
+            num_objects = int(store.array("object/logits").shape[-1])
+        if (cfg.loss.hand_map or cfg.loss.object_map) and "handobj/boxes" not in store.output_names:
+            raise PipelineError(f"signals store {cfg.signals} has no handobj/boxes for the interaction-map loss")
+
+    init = load_checkpoint(cfg.init) if cfg.init else None
+    if init is not None and "model_args" in init and not cfg.signals:
+        num_objects = init["model_args"]["num_objects"]
+    model_args = {
+        "backbone": cfg.model.backbone, "num_actions": len(table.classes), "num_objects": num_objects,
+        "dropout": cfg.model.dropout, "interaction_maps": cfg.model.interaction_maps,
+    }
+    try:
+        model = build_model(model_args)
+    except KeyError as e:
+        raise ConfigError(f"config key 'model.backbone': {e}") from None
+    if init is not None:
+        _load_init(model, init, cfg.init)
+
+    out = prepare_out_dir(cfg.out, cfg, stage)
+    missing = []
+    clips = []
+    for i in rows:
+        path = resolve_video(table, table[i], cfg.video_root)
+        if path is None:
+            missing.append(table[i].clip_id)
+            continue
+        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i))
+    if missing:
+        print(f"{stage}: {len(missing)} videos missing on disk, e.g. {missing[:3]}")
+    if not clips:
+        raise PipelineError(f"none of the selected clips' videos exist under {cfg.video_root}")
+    grid = map_grid(model, cfg)
+    dataset = ClipDataset(
+        clips, len(table.classes), multilabel=table.multilabel, num_frames=cfg.data.num_frames, fps=cfg.data.fps,
+        short_side=cfg.data.short_side, crop=cfg.data.crop, train=True,
+        store_path=cfg.signals if any((cfg.loss.ego, cfg.loss.object, cfg.loss.hand_map, cfg.loss.object_map)) else None,
+        map_grid=grid, seed=cfg.optim.seed,
+    )
+    device = pick_device(cfg.device)
+    from pipeline.config import to_dict
+
+    meta = {"model_args": model_args, "classes": table.classes, "multilabel": table.multilabel, "config": to_dict(cfg), "stage": stage}
+    print(f"{stage}: {len(clips)} clips, {len(table.classes)} classes, backbone {cfg.model.backbone}, device {device}")
+    history = fit(model, dataset, cfg.optim, cfg.loss, out, table.multilabel, device, checkpoint_extra=meta,
+                  progress=lambda **kw: progress(**kw))
+    final = out / "checkpoint.pt"
+    save_checkpoint(final, {"model": model.state_dict(), "history": history, **meta})
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return {"checkpoint": str(final), "history": history, "clips": len(clips)}
+
+
+def _load_init(model, init: dict, path: str) -> None:
+    """Load our checkpoint or a PySlowFast/Ego-Exo one by name; heads whose shape differs
+    (a new label space) keep their fresh initialisation."""
+    from student.heads import load_pyslowfast_checkpoint
+
+    try:
+        report = load_pyslowfast_checkpoint(model, init)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise PipelineError(f"--init {path}: does not fit this model: {e}") from None
+    if report.skipped:
+        print(f"init from {path}: re-initialised {len(report.skipped)} head tensors whose shape differs "
+              f"({', '.join(report.skipped[:4])})")

@@ -1,0 +1,201 @@
+"""Ego-Exo student: a video backbone plus action, ego, object and interaction-map heads.
+
+Head names follow PySlowFast / Ego-Exo where a checkpoint may carry them: the action head
+is ``head.projection`` (PySlowFast ``ResNetBasicHead``). :func:`load_pyslowfast_checkpoint`
+also understands the Ego-Exo release's multi-task names (``head.projections.{0,1,2}`` for
+action / ego / object, ``handobjhead.*`` for the interaction map).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+_FC_INIT_STD = 0.01  # PySlowFast MODEL.FC_INIT_STD
+
+
+def _linear(dim_in: int, dim_out: int) -> nn.Linear:
+    layer = nn.Linear(dim_in, dim_out)
+    nn.init.normal_(layer.weight, std=_FC_INIT_STD)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActionHead(nn.Module):
+    """Linear classifier on pooled features; the module exists so its weight is ``head.projection``."""
+
+    def __init__(self, dim_in: int, num_classes: int):
+        super().__init__()
+        self.projection = _linear(dim_in, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection(x)
+
+
+class InteractionMapHead(nn.Module):
+    """Per-cell hand / object logits on the Slow pathway's final grid.
+
+    ``hidden_channels=0`` gives a single 1x1x1 conv (``score``). The Ego-Exo release puts one
+    1x3x3 conv of 512 channels + ReLU before it (HANDOBJ.HEAD_NUM_CONV 1, HEAD_CONV_DIM 512);
+    pass ``hidden_channels=512`` to match it and load its ``handobjhead`` weights.
+    """
+
+    def __init__(self, dim_in: int, hidden_channels: int = 0):
+        super().__init__()
+        if hidden_channels > 0:
+            self.hidden = nn.Conv3d(dim_in, hidden_channels, (1, 3, 3), padding=(0, 1, 1))
+            dim_in = hidden_channels
+        else:
+            self.hidden = None
+        self.score = nn.Conv3d(dim_in, 2, 1)
+        nn.init.normal_(self.score.weight, std=_FC_INIT_STD)
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hidden is not None:
+            x = torch.relu(self.hidden(x))
+        return self.score(x)
+
+
+class EgoExoStudent(nn.Module):
+    """Backbone + heads. ``forward(clip)`` returns a dict of logits.
+
+    Keys: ``action`` [B,A], ``ego`` [B,2], ``object`` [B,C] (absent when ``num_objects=0``),
+    ``interaction_map`` [B,2,T',H',W'] on the Slow pathway's final grid, channel 0 hand and
+    channel 1 object (absent when ``interaction_maps=False``).
+
+    The three classifiers share the globally pooled, concatenated pathway features and one
+    dropout, as in the Ego-Exo release's multi-task head.
+    """
+
+    def __init__(self, backbone: nn.Module, num_actions: int, num_objects: int = 1000,
+                 dropout: float = 0.5, interaction_maps: bool = True, map_hidden_channels: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        feat_dim = sum(backbone.out_channels)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = ActionHead(feat_dim, num_actions)
+        self.ego_head = _linear(feat_dim, 2)
+        self.object_head = _linear(feat_dim, num_objects) if num_objects > 0 else None
+        self.map_head = (InteractionMapHead(backbone.out_channels[0], map_hidden_channels)
+                         if interaction_maps else None)
+
+    @property
+    def data_config(self) -> dict:
+        """The backbone's input spec (frames, sampling rate, crop size, mean, std)."""
+        return getattr(self.backbone, "data_config", {})
+
+    @property
+    def num_actions(self) -> int:
+        return self.head.projection.out_features
+
+    def forward_features(self, clip: Tensor) -> list[Tensor]:
+        return self.backbone.forward_features(clip)
+
+    def forward_head(self, features: list[Tensor]) -> dict[str, Tensor]:
+        pooled = torch.cat([f.mean(dim=(2, 3, 4)) for f in features], dim=1)
+        pooled = self.dropout(pooled)
+        out = {"action": self.head(pooled), "ego": self.ego_head(pooled)}
+        if self.object_head is not None:
+            out["object"] = self.object_head(pooled)
+        if self.map_head is not None:
+            out["interaction_map"] = self.map_head(features[0])
+        return out
+
+    def forward(self, clip: Tensor) -> dict[str, Tensor]:
+        return self.forward_head(self.forward_features(clip))
+
+    def reset_action_head(self, num_actions: int) -> None:
+        """Replace the action classifier with a freshly initialised one (fine-tuning)."""
+        old = self.head.projection
+        self.head.projection = _linear(old.in_features, num_actions).to(old.weight.device, old.weight.dtype)
+
+
+# ---------------------------------------------------------------------------
+# PySlowFast checkpoints
+# ---------------------------------------------------------------------------
+
+# PySlowFast / Ego-Exo names -> ours. The head module may be "head<TASK>" in Ego-Exo.
+_RENAMES = [
+    (re.compile(r"^(s[1-5](_fuse)?\.)"), r"backbone.\1"),
+    (re.compile(r"^head[^.]*\.projection\."), "head.projection."),
+    (re.compile(r"^head[^.]*\.projections\.0\."), "head.projection."),
+    (re.compile(r"^head[^.]*\.projections\.1\."), "ego_head."),
+    (re.compile(r"^head[^.]*\.projections\.2\."), "object_head."),
+    (re.compile(r"^handobjhead\.pathway0_conv_fcn0\."), "map_head.hidden."),
+    (re.compile(r"^handobjhead\.score_projection\."), "map_head.score."),
+]
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_pyslowfast_checkpoint` did, by our parameter names."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)       # ours, absent from the checkpoint
+    skipped: list[str] = field(default_factory=list)       # present, shape differs (heads)
+    unexpected: list[str] = field(default_factory=list)    # checkpoint keys we have no place for
+
+
+def _our_name(key: str) -> str:
+    while key.startswith("module."):
+        key = key[len("module."):]
+    for pattern, replacement in _RENAMES:
+        new, n = pattern.subn(replacement, key)
+        if n:
+            return new
+    return key
+
+
+def _read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> Mapping[str, Tensor]:
+    ckpt = path_or_state_dict
+    if isinstance(ckpt, (str, os.PathLike)):
+        ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for key in ("model_state", "state_dict", "model"):
+        if isinstance(ckpt.get(key), Mapping):
+            return ckpt[key]
+    return ckpt
+
+
+def to_pyslowfast_state_dict(model: EgoExoStudent) -> dict[str, Tensor]:
+    """Our state dict in PySlowFast layout: backbone keys unprefixed, ``head.projection``.
+
+    The ego / object / map heads keep their own names, which PySlowFast ignores.
+    """
+    return {k.removeprefix("backbone."): v for k, v in model.state_dict().items()}
+
+
+def load_pyslowfast_checkpoint(model: EgoExoStudent, path_or_state_dict, strict_backbone: bool = True) -> LoadReport:
+    """Load a PySlowFast-style checkpoint (``{"model_state": ...}`` or a raw state dict).
+
+    ``module.`` prefixes (DDP) are stripped and PySlowFast / Ego-Exo names mapped to ours.
+    Head tensors whose shape differs (another label space) are skipped. With
+    ``strict_backbone`` a missing or mis-shaped backbone tensor raises ``ValueError``
+    (BatchNorm's ``num_batches_tracked`` counters may be missing).
+    """
+    source = {_our_name(k): v for k, v in _read_state_dict(path_or_state_dict).items()}
+    target = model.state_dict()
+    report = LoadReport()
+    to_load = {}
+    for key, value in source.items():
+        if key not in target:
+            report.unexpected.append(key)
+        elif target[key].shape != value.shape:
+            report.skipped.append(key)
+        else:
+            to_load[key] = value
+    report.missing = [k for k in target if k not in source]
+    if strict_backbone:
+        bad = [k for k in report.skipped if k.startswith("backbone.")]
+        bad += [k for k in report.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+            raise ValueError(f"checkpoint does not fit the backbone: {len(bad)} tensors missing or mis-shaped: {shown}")
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = list(to_load)
+    return report

@@ -1,0 +1,27 @@
+"""Clip-level metrics from (multi-view averaged) scores."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Fraction of rows whose label is among the k highest scores."""
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Macro mAP over the classes that have at least one positive (Charades convention)."""
+    from sklearn.metrics import average_precision_score
+
+    keep = targets.sum(axis=0) > 0
+    if not np.any(keep):
+        return float("nan")
+    return float(average_precision_score(targets[:, keep], scores[:, keep], average="macro"))
+
+
+def chance_map(targets: np.ndarray) -> float:
+    """mAP of an uninformative scorer: each class's AP equals its positive rate."""
+    keep = targets.sum(axis=0) > 0
+    return float(targets[:, keep].mean(axis=0).mean())

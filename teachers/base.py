@@ -1,0 +1,387 @@
+"""The interface every teacher answers, its weights file, and the registry of teacher kinds.
+
+A teacher turns decoded frames of a batch of clips into one or more signal arrays:
+
+    teacher = load_teacher("ego.pt")                  # no downloads: weights are a local file
+    out = teacher.predict(frames, times)              # frames uint8 [B,F,H,W,3], times float32 [B,F]
+    out["ego/logits"]                                 # float32 [B,W,2]
+
+Frames arrive at the teacher's frame rate (``spec.frame_rate``) but at any size;
+the teacher resizes them to ``spec.size`` and normalises them itself, so the
+caller (the extraction stage) never needs to know a teacher's preprocessing.
+
+Weights files (ours) are plain ``torch.save`` dicts::
+
+    {"format": "egoexo-teacher/1", "kind": "ego", "arch": "videoresnet_tiny",
+     "arch_kwargs": {...}, "state_dict": {...},
+     "meta": {"classes": [...], "spec": {...}, "train": {...}, ...}}
+
+Everything needed to rebuild the model and preprocess its input travels with
+the weights (the timm idea), and ``meta`` is JSON-serialisable so the signals
+store can copy it into its attributes.
+"""
+from __future__ import annotations
+
+import abc
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHTS_FORMAT = "egoexo-teacher/1"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# progress(done_steps, total_steps, loss) -- called after every optimisation step by the fit functions.
+Progress = Callable[[int, int, float], None]
+
+
+class TeacherWeightsError(ValueError):
+    """A weights file that is not a teacher file of ours, or is corrupt, or does not fit its architecture."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a teacher consumes: frames per second, square side in pixels, normalisation (0-1 units)."""
+
+    frame_rate: float
+    size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_frames: int | None = None  # frames per window, video teachers only
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        return cls(
+            frame_rate=float(d["frame_rate"]),
+            size=int(d["size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            num_frames=None if d.get("num_frames") is None else int(d["num_frames"]),
+        )
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [..., H, W, 3] -> uint8 [..., size, size, 3], area interpolation (no-op when already that size)."""
+    if frames.shape[-3:-1] == (size, size):
+        return frames
+    lead = frames.shape[:-3]
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.empty((len(flat), size, size, 3), np.uint8)
+    for i, frame in enumerate(flat):
+        out[i] = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    return out.reshape(*lead, size, size, 3)
+
+
+def to_tensor(frames: np.ndarray | torch.Tensor, spec: InputSpec | None) -> torch.Tensor:
+    """uint8 [..., S, S, 3] -> float32 [..., 3, S, S] in 0-1, normalised with ``spec`` unless it is None."""
+    x = torch.as_tensor(frames).movedim(-1, -3).float().div_(255.0)
+    if spec is not None:
+        shape = (3, 1, 1)
+        x = (x - torch.tensor(spec.mean).view(shape)) / torch.tensor(spec.std).view(shape)
+    return x
+
+
+def flip_and_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Light augmentation for [B, ..., H, W] batches: random horizontal flip and a random
+    translation of up to ``max_shift`` px (replicate-padded crop), drawn per sample."""
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    flip = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+    if max_shift <= 0:
+        return x
+    lead = x.shape[1:-2]
+    padded = nn.functional.pad(x.reshape(b, -1, h, w), [max_shift] * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).tolist()
+    out = torch.stack([p[:, dy : dy + h, dx : dx + w] for p, (dy, dx) in zip(padded, offsets)])
+    return out.reshape(b, *lead, h, w)
+
+
+def last_valid_index(valid: np.ndarray) -> np.ndarray:
+    """For each position of bool [B, F], the index of the latest valid frame at or before it
+    (the first valid one for leading gaps; 0 when a row has none)."""
+    idx = np.where(valid, np.arange(valid.shape[1]), -1)
+    filled = np.maximum.accumulate(idx, axis=1)
+    first = np.where(valid.any(1), valid.argmax(1), 0)
+    return np.where(filled < 0, first[:, None], filled)
+
+
+def run_batched(fn: Callable[[np.ndarray], np.ndarray], items: np.ndarray, max_batch: int) -> list[np.ndarray]:
+    """Apply ``fn`` to consecutive chunks of at most ``max_batch`` items."""
+    return [fn(items[i : i + max_batch]) for i in range(0, len(items), max_batch)]
+
+
+# ---------------------------------------------------------------- training helpers shared by the classifiers
+
+
+def fit_classifier(
+    model: nn.Module,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    spec: InputSpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_shift: int,
+    progress: Progress | None = None,
+) -> list[float]:
+    """Train a classifier on uint8 inputs [N, ..., S, S, 3] already at ``spec.size``.
+
+    Channels move in front of the spatial axes, so the same loop serves images
+    ([N,3,S,S]) and clips ([N,3,T,S,S] after the caller's layout). AdamW with a
+    cosine schedule; returns the mean loss of each epoch.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x_all = torch.from_numpy(np.ascontiguousarray(inputs))
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    steps_per_epoch = math.ceil(len(x_all) / batch_size)
+    total = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+    history, done = [], 0
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x_all), generator=generator)
+        losses = []
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            x = flip_and_shift(_channels_first(to_tensor(x_all[idx], spec)), generator, max_shift)
+            loss = nn.functional.cross_entropy(model(x), y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            done += 1
+            if progress is not None:
+                progress(done, total, losses[-1])
+        history.append(float(np.mean(losses)))
+    model.eval()
+    return history
+
+
+def evaluate_classifier(
+    model: nn.Module, inputs: np.ndarray, labels: np.ndarray, spec: InputSpec, batch_size: int = 64
+) -> dict[str, float]:
+    """Top-1 accuracy on uint8 inputs at ``spec.size``, and the majority-class rate it should beat."""
+    labels = np.asarray(labels)
+    model.eval()
+    with torch.inference_mode():
+        preds = np.concatenate(
+            run_batched(
+                lambda chunk: model(_channels_first(to_tensor(chunk, spec))).argmax(1).numpy(), inputs, batch_size
+            )
+        )
+    chance = np.bincount(labels).max() / len(labels)
+    return {"accuracy": float((preds == labels).mean()), "chance": float(chance)}
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """to_tensor gives [N, (T,) 3, S, S]; torchvision's video models want [N, 3, T, S, S]."""
+    return x.transpose(1, 2) if x.dim() == 5 else x
+
+
+# ---------------------------------------------------------------- the interface
+
+
+class Teacher(abc.ABC):
+    """A loaded teacher: a model in eval mode on ``device`` plus the metadata it came with.
+
+    Subclasses (one per module in ``teachers/``) implement ``predict`` and
+    ``output_shapes`` and a ``build(arch, **arch_kwargs)`` static method that
+    rebuilds the model from a weights file's description.
+    """
+
+    name: ClassVar[str]  # signal name; set by register_teacher
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.spec = InputSpec.from_dict(meta["spec"])
+        self.classes: list[str] = list(meta["classes"])
+
+    @staticmethod
+    @abc.abstractmethod
+    def build(arch: str, **arch_kwargs: Any) -> nn.Module:
+        """Rebuild the (untrained) model a weights file describes."""
+
+    @abc.abstractmethod
+    def predict(self, frames: np.ndarray, times: np.ndarray, *, max_batch: int = 64) -> dict[str, np.ndarray]:
+        """frames uint8 [B,F,H,W,3] RGB at ``spec.frame_rate``; times float32 [B,F], NaN = padding frame.
+
+        Returns float32 arrays keyed by store array name; padding frames get zeros.
+        ``max_batch`` bounds how many images/windows go through the model at once.
+        """
+
+    @abc.abstractmethod
+    def output_shapes(self, num_frames: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-clip shape tail and store dtype of each output, for a clip of ``num_frames`` teacher frames."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(arch={self.meta.get('arch')!r}, spec={self.spec}, device={self.device})"
+
+
+_TEACHERS: dict[str, type[Teacher]] = {}
+
+
+def register_teacher(kind: str) -> Callable[[type[Teacher]], type[Teacher]]:
+    """Class decorator: make ``load_teacher`` dispatch weights files of ``kind`` to this class."""
+
+    def register(cls: type[Teacher]) -> type[Teacher]:
+        if kind in _TEACHERS:
+            raise ValueError(f"teacher kind {kind!r} is already registered by {_TEACHERS[kind].__qualname__}")
+        cls.name = kind
+        _TEACHERS[kind] = cls
+        return cls
+
+    return register
+
+
+def list_teachers() -> list[str]:
+    """Registered teacher kinds (= signal names)."""
+    return sorted(_TEACHERS)
+
+
+def teacher_class(kind: str) -> type[Teacher]:
+    try:
+        return _TEACHERS[kind]
+    except KeyError:
+        raise KeyError(f"unknown teacher kind {kind!r}; known: {list_teachers()}") from None
+
+
+# ---------------------------------------------------------------- weights files
+
+
+def save_teacher(
+    path: str | os.PathLike,
+    model: nn.Module,
+    kind: str,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
+    """Write a teacher weights file atomically (temp file + rename), so a reader never sees half a file.
+
+    ``meta`` must hold ``classes`` and ``spec`` (an InputSpec or its dict); it is
+    stored as plain JSON-able values.
+    """
+    teacher_class(kind)  # fail before writing anything
+    missing = {"classes", "spec"} - set(meta)
+    if missing:
+        raise ValueError(f"teacher meta lacks {sorted(missing)}")
+    meta = dict(meta)
+    if isinstance(meta["spec"], InputSpec):
+        meta["spec"] = meta["spec"].to_dict()
+    payload = {
+        "format": WEIGHTS_FORMAT,
+        "kind": kind,
+        "arch": arch,
+        "arch_kwargs": _plain(arch_kwargs),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": _plain(meta),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """Read and check one of our teacher weights files; returns (payload, sha256 of the file)."""
+    data = Path(path).read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several unrelated types for a bad archive
+        raise TeacherWeightsError(path, f"not a readable torch file ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise TeacherWeightsError(
+            path,
+            f"not an egoexo teacher file (format {found!r}, expected {WEIGHTS_FORMAT!r}); torchvision state "
+            "dicts and detectron2 checkpoints go through the converters in teachers.objects / teachers.handobj",
+        )
+    for key in ("kind", "arch", "arch_kwargs", "state_dict", "meta"):
+        if key not in payload:
+            raise TeacherWeightsError(path, f"teacher file lacks {key!r}")
+    return payload, sha256
+
+
+def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> Teacher:
+    """Load a teacher weights file, rebuilding its architecture from the file's own description."""
+    payload, sha256 = read_weights(path)
+    kind, arch, arch_kwargs = payload["kind"], payload["arch"], payload["arch_kwargs"]
+    if kind not in _TEACHERS:
+        raise TeacherWeightsError(path, f"unknown teacher kind {kind!r}; known: {list_teachers()}")
+    cls = _TEACHERS[kind]
+    try:
+        model = cls.build(arch, **arch_kwargs)
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise TeacherWeightsError(path, f"weights do not fit {kind}/{arch} {arch_kwargs}: {e}") from e
+    meta = {
+        **payload["meta"],
+        "name": kind,
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "weights_sha256": sha256,
+        "source": str(Path(path).resolve()),
+    }
+    return cls(model, meta, device)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip: numpy scalars/arrays become Python values, so the dict loads with
+    ``weights_only=True`` and can be written as store attributes."""
+
+    def default(v: Any) -> Any:
+        if isinstance(v, (np.generic, np.ndarray)):
+            return v.tolist()
+        if isinstance(v, Path):
+            return str(v)
+        raise TypeError(f"not JSON-serialisable in teacher metadata: {type(v).__name__}")
+
+    return json.loads(json.dumps(value, default=default))

@@ -1,0 +1,156 @@
+"""Ego-Score teacher: a binary ego/exo video classifier (paper: trained on Charades-Ego).
+
+The architecture is torchvision's generic ``VideoResNet`` with narrow widths
+(``width`` x 1, 2, 4, 8 channels) and one block per stage, on short windows of
+``num_frames`` frames at 64x64 -- the small kind of 3D CNN a CPU can train in
+seconds (DESIGN.md section 9). Class 0 is exo (third-person), 1 is ego.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple, VideoResNet
+
+from teachers.base import (
+    InputSpec,
+    Progress,
+    Teacher,
+    evaluate_classifier,
+    fit_classifier,
+    last_valid_index,
+    register_teacher,
+    resize_frames,
+    run_batched,
+    to_tensor,
+)
+
+CLASSES = ("exo", "ego")
+DEFAULT_ARCH = "videoresnet_tiny"
+DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=64, num_frames=4)
+
+_CONV_MAKERS = {"3d": Conv3DSimple, "2plus1d": Conv2Plus1D, "2d": Conv3DNoTemporal}
+
+
+class NarrowStem(nn.Sequential):
+    """torchvision's BasicStem (3x7x7 conv, spatial stride 2) with ``width`` output channels."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(
+            nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.BatchNorm3d(width),
+            nn.ReLU(inplace=True),
+        )
+
+
+def build(
+    arch: str = DEFAULT_ARCH,
+    *,
+    width: int = 16,
+    layers: tuple[int, int, int, int] | list[int] = (1, 1, 1, 1),
+    conv: str = "3d",
+    num_classes: int = len(CLASSES),
+) -> nn.Module:
+    """A VideoResNet with stage widths ``width * (1, 2, 4, 8)`` taking [N, 3, T, H, W] clips."""
+    if arch != DEFAULT_ARCH:
+        raise ValueError(f"unknown ego architecture {arch!r}; known: {DEFAULT_ARCH!r}")
+    conv_maker = _CONV_MAKERS[conv]
+    # VideoResNet hard-codes 64..512 channels; build it, then swap in narrow stem and stages
+    # made by its own _make_layer, so every block is still torchvision's.
+    model = VideoResNet(BasicBlock, [conv_maker] * 4, list(layers), stem=lambda: NarrowStem(width), num_classes=1)
+    model.inplanes = width
+    for i, blocks in enumerate(layers):
+        stage = model._make_layer(BasicBlock, conv_maker, width * 2**i, blocks, stride=1 if i == 0 else 2)
+        setattr(model, f"layer{i + 1}", stage)
+    model.fc = nn.Linear(width * 8 * BasicBlock.expansion, num_classes)
+    _init_like_videoresnet(model)
+    return model
+
+
+def _init_like_videoresnet(model: nn.Module) -> None:
+    # Same init VideoResNet.__init__ gives its own layers; the swapped-in ones need it too.
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def _clips_to_input(clips: np.ndarray, spec: InputSpec) -> np.ndarray:
+    return resize_frames(np.asarray(clips, dtype=np.uint8), spec.size)
+
+
+def fit(
+    model: nn.Module,
+    clips: np.ndarray,
+    labels: np.ndarray,
+    *,
+    spec: InputSpec = DEFAULT_SPEC,
+    epochs: int = 10,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[float]:
+    """Train on uint8 clips [N, T, H, W, 3] (T = spec.num_frames) with labels [N] (0 exo, 1 ego).
+
+    Light augmentation: horizontal flip and a shift of up to 1/32 of the side. (lr above
+    ~2e-3 made this BatchNorm 3D CNN stall at chance on the synthetic ego/exo task.)
+    Returns the mean training loss of each epoch.
+    """
+    return fit_classifier(
+        model, _clips_to_input(clips, spec), labels, spec,
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_shift=spec.size // 32, progress=progress,
+    )  # fmt: skip
+
+
+def evaluate(model: nn.Module, clips: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_SPEC) -> dict[str, float]:
+    """{"accuracy": top-1 on clips [N,T,H,W,3], "chance": majority-class rate of ``labels``}."""
+    return evaluate_classifier(model, _clips_to_input(clips, spec), labels, spec)
+
+
+def make_meta(spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:
+    """Metadata for save_teacher: class names and input spec, plus e.g. train metrics and data source."""
+    return {"classes": list(CLASSES), "spec": spec.to_dict(), **extra}
+
+
+@register_teacher("ego")
+class EgoTeacher(Teacher):
+    """Ego/exo logits per window of ``spec.num_frames`` consecutive teacher frames."""
+
+    build = staticmethod(build)
+
+    def output_shapes(self, num_frames: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        windows = math.ceil(num_frames / self.spec.num_frames)
+        return {"ego/logits": ((windows, len(self.classes)), "float16")}
+
+    def predict(self, frames: np.ndarray, times: np.ndarray, *, max_batch: int = 64) -> dict[str, np.ndarray]:
+        b, f = times.shape
+        t = self.spec.num_frames
+        w = math.ceil(f / t)
+        valid = np.isfinite(times)
+        small = np.zeros((b, f, self.spec.size, self.spec.size, 3), np.uint8)
+        small[valid] = resize_frames(frames[valid], self.spec.size)
+        # Windows are non-overlapping; padding frames (past the clip's end, or the
+        # tail of the last window) repeat the last valid frame.
+        padded_valid = np.zeros((b, w * t), bool)
+        padded_valid[:, :f] = valid
+        source = last_valid_index(padded_valid)  # [B, W*T] indices into the clip's frames
+        windows = small[np.arange(b)[:, None], source].reshape(b, w, t, *small.shape[2:])
+        window_valid = padded_valid.reshape(b, w, t).any(-1)
+        logits = np.zeros((b, w, len(self.classes)), np.float32)
+        if window_valid.any():
+            logits[window_valid] = np.concatenate(run_batched(self._logits, windows[window_valid], max_batch))
+        return {"ego/logits": logits}
+
+    def _logits(self, clips: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = to_tensor(clips, self.spec).transpose(1, 2).to(self.device)  # [N, 3, T, S, S]
+            return self.model(x).float().cpu().numpy()

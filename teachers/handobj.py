@@ -1,0 +1,509 @@
+"""Interaction-Map teacher: a hand-object detector with a hand contact-state head.
+
+The paper uses Shan et al.'s "100 Days of Hands" detector (hands, their contact
+state, in-contact objects). detectron2 cannot be installed here, so detection
+runs on torchvision's ``FasterRCNN``; for the demo world it gets a small custom
+backbone (4 convs, 16-64 channels, one feature level, 5x5 RoIAlign, 256-wide box
+head -- DESIGN.md section 9: ~0.15 s per training step at batch 8, 128 px, on 2 cores).
+
+``HandObjectDetector`` wraps that detector and adds the contact head. As in
+100DOH, contact is classified from box-head features of the hand box enlarged
+by 30% on each side, so the head sees what the hand touches. Detector labels:
+0 background, 1 hand, 2 object. Contact states (100DOH): 0 N no contact,
+1 S self, 2 O other person, 3 P portable object, 4 F stationary object.
+
+Per frame the teacher emits up to ``MAX_BOXES`` rows, best score first:
+``[x1, y1, x2, y2 (0-1, of the frame), score, kind (0 hand, 1 object), contact]``;
+rows of score 0 are padding (objects always have contact 0).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign, box_iou, clip_boxes_to_image
+
+from teachers.base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputSpec,
+    Progress,
+    Teacher,
+    TeacherWeightsError,
+    register_teacher,
+    resize_frames,
+    to_tensor,
+)
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("hand", "object")  # kind 0, 1; detector label = kind + 1 (0 is background)
+CONTACT_STATES = ("no_contact", "self", "other_person", "portable_object", "stationary_object")
+MAX_BOXES = 8
+DEFAULT_ARCH = "fasterrcnn_tiny"
+# mean/std here mirror the detector transform's image_mean/image_std, which does the normalising.
+DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=128)
+HAND, OBJECT = 1, 2
+
+
+def tiny_backbone(widths: Sequence[int] = (16, 32, 64, 64), strides: Sequence[int] = (2, 2, 2, 1)) -> nn.Sequential:
+    """conv-BN-ReLU x len(widths); one feature map (stride prod(strides)) with ``out_channels`` as FasterRCNN wants."""
+    layers: list[nn.Module] = []
+    c = 3
+    for w, s in zip(widths, strides):
+        layers += [nn.Conv2d(c, w, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        c = w
+    backbone = nn.Sequential(*layers)
+    backbone.out_channels = c
+    return backbone
+
+
+class ContactHead(nn.Sequential):
+    """MLP from box-head features to the 5 contact-state logits (100DOH: 2048 -> 32 -> 5)."""
+
+    def __init__(self, in_features: int, hidden: int = 64, num_states: int = len(CONTACT_STATES)) -> None:
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_states))
+
+
+def contact_loss(logits: Tensor, states: Tensor) -> dict[str, Tensor]:
+    """Cross-entropy of hand contact states; zero (and gradient-free) for a batch without hands."""
+    if states.numel() == 0:
+        return {"loss_contact": logits.sum() * 0.0}
+    return {"loss_contact": nn.functional.cross_entropy(logits, states)}
+
+
+def enlarge_boxes(boxes: Tensor, ratio: float, image_size: tuple[int, int]) -> Tensor:
+    """Grow xyxy boxes by ``ratio`` of their width/height on each side, clipped to the image."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+    return clip_boxes_to_image(boxes + wh * ratio * torch.tensor([-1.0, -1.0, 1.0, 1.0]), image_size)
+
+
+class HandObjectDetector(nn.Module):
+    """torchvision FasterRCNN (``detector``) plus a hand contact-state head (``contact_head``).
+
+    ``forward(images, targets)`` mirrors ``GeneralizedRCNN.forward``: in training
+    it returns the detector's losses plus ``loss_contact`` (contact head on the
+    ground-truth hand boxes, jittered by up to ``box_jitter`` of their size so it
+    learns from imperfect boxes like those it will see); in eval it returns
+    torchvision's detections with a ``contact`` entry per box (0 for objects).
+    Targets: ``boxes`` [M,4] xyxy px, ``labels`` [M] (1 hand, 2 object), ``contact`` [M].
+    """
+
+    def __init__(
+        self, detector: FasterRCNN, contact_head: nn.Module, contact_context: float = 0.3, box_jitter: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.detector = detector
+        self.contact_head = contact_head
+        self.contact_context = contact_context
+        self.box_jitter = box_jitter
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        det = self.detector
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        image_list, targets = det.transform(images, targets)
+        features = det.backbone(image_list.tensors)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, rpn_losses = det.rpn(image_list, features, targets)
+        detections, roi_losses = det.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            hands = [t["labels"] == HAND for t in targets]
+            boxes = [self._jitter(t["boxes"][h]) for t, h in zip(targets, hands)]
+            states = torch.cat([t["contact"][h] for t, h in zip(targets, hands)]).long()
+            logits = self.contact_logits(features, boxes, image_list.image_sizes)
+            return {**rpn_losses, **roi_losses, **contact_loss(logits, states)}
+        hands = [d["labels"] == HAND for d in detections]
+        logits = self.contact_logits(features, [d["boxes"][h] for d, h in zip(detections, hands)], image_list.image_sizes)
+        for d, h, lg in zip(detections, hands, logits.split([int(h.sum()) for h in hands])):
+            d["contact"] = torch.zeros_like(d["labels"])
+            d["contact"][h] = lg.argmax(1)
+        return det.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def contact_logits(self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> Tensor:
+        """Contact-state logits [sum(len(b)), 5] for hand boxes given per image in input coordinates."""
+        heads = self.detector.roi_heads
+        context = [enlarge_boxes(b, self.contact_context, size) for b, size in zip(boxes, image_sizes)]
+        if sum(len(b) for b in context) == 0:
+            return features["0"].new_zeros((0, len(CONTACT_STATES)))
+        return self.contact_head(heads.box_head(heads.box_roi_pool(features, context, image_sizes)))
+
+    def _jitter(self, boxes: Tensor) -> Tensor:
+        wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
+        jittered = boxes + (torch.rand_like(boxes) * 2 - 1) * self.box_jitter * wh
+        return torch.cat([jittered[:, :2], torch.maximum(jittered[:, 2:], jittered[:, :2] + 1)], 1)
+
+
+def build(
+    arch: str = DEFAULT_ARCH,
+    *,
+    widths: Sequence[int] = (16, 32, 64, 64),
+    strides: Sequence[int] = (2, 2, 2, 1),
+    anchor_sizes: Sequence[int] = (8, 16, 32, 64),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    roi_size: int = 5,
+    representation_size: int = 256,
+    contact_hidden: int = 64,
+    contact_context: float = 0.3,
+    image_size: int = DEFAULT_SPEC.size,
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+    box_batch_size_per_image: int = 64,
+    rpn_batch_size_per_image: int = 128,
+    detections_per_img: int = 2 * MAX_BOXES,
+) -> HandObjectDetector:
+    """The small hand-object detector (see module docstring); every part is torchvision's except the backbone
+    and the contact head."""
+    if arch != DEFAULT_ARCH:
+        raise ValueError(f"unknown hand-object architecture {arch!r}; known: {DEFAULT_ARCH!r}")
+    backbone = tiny_backbone(widths, strides)
+    detector = FasterRCNN(
+        backbone,
+        num_classes=None,  # given by box_predictor: background, hand, object
+        min_size=image_size,
+        max_size=image_size,
+        image_mean=list(image_mean),
+        image_std=list(image_std),
+        rpn_anchor_generator=AnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),)),
+        # few proposals: small images hold a handful of boxes, and the box head's cost scales with them
+        rpn_pre_nms_top_n_train=600,
+        rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=100,
+        rpn_batch_size_per_image=rpn_batch_size_per_image,
+        box_roi_pool=MultiScaleRoIAlign(["0"], roi_size, sampling_ratio=2),
+        box_head=TwoMLPHead(backbone.out_channels * roi_size**2, representation_size),
+        box_predictor=FastRCNNPredictor(representation_size, 1 + len(CLASSES)),
+        box_batch_size_per_image=box_batch_size_per_image,
+        box_detections_per_img=detections_per_img,
+    )
+    return HandObjectDetector(detector, ContactHead(representation_size, contact_hidden), contact_context)
+
+
+# ---------------------------------------------------------------- inference
+
+
+def detect(
+    model: HandObjectDetector, frames: np.ndarray, *, size: int = DEFAULT_SPEC.size, max_batch: int = 32
+) -> list[dict[str, np.ndarray]]:
+    """Detections for uint8 frames [N,H,W,3]: per frame ``boxes`` [M,4] (0-1, xyxy), ``scores`` [M],
+    ``kinds`` [M] (0 hand, 1 object), ``contact`` [M]; best score first."""
+    device = next(model.parameters()).device
+    model.eval()
+    out: list[dict[str, np.ndarray]] = []
+    with torch.inference_mode():
+        for i in range(0, len(frames), max_batch):
+            images = to_tensor(resize_frames(frames[i : i + max_batch], size), None).to(device)
+            for d in model(list(images)):
+                order = d["scores"].argsort(descending=True)
+                out.append({
+                    "boxes": (d["boxes"][order] / size).clamp(0, 1).cpu().numpy(),
+                    "scores": d["scores"][order].cpu().numpy(),
+                    "kinds": (d["labels"][order] - 1).cpu().numpy(),
+                    "contact": d["contact"][order].cpu().numpy(),
+                })  # fmt: skip
+    return out
+
+
+def pack_boxes(detections: list[dict[str, np.ndarray]], max_boxes: int = MAX_BOXES) -> np.ndarray:
+    """Store rows float32 [N, K, 7] from ``detect`` output; the top ``max_boxes`` by score, zero-padded."""
+    rows = np.zeros((len(detections), max_boxes, 7), np.float32)
+    for i, d in enumerate(detections):
+        k = min(max_boxes, len(d["scores"]))
+        rows[i, :k, :4] = d["boxes"][:k]
+        rows[i, :k, 4] = d["scores"][:k]
+        rows[i, :k, 5] = d["kinds"][:k]
+        rows[i, :k, 6] = d["contact"][:k]
+    return rows
+
+
+@register_teacher("handobj")
+class HandObjectTeacher(Teacher):
+    """Hand and object boxes with hand contact states for every teacher frame."""
+
+    build = staticmethod(build)
+
+    def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
+        super().__init__(model, meta, device)
+        self.max_boxes = int(meta.get("max_boxes", MAX_BOXES))
+
+    def output_shapes(self, num_frames: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        return {"handobj/boxes": ((num_frames, self.max_boxes, 7), "float16")}
+
+    def predict(self, frames: np.ndarray, times: np.ndarray, *, max_batch: int = 64) -> dict[str, np.ndarray]:
+        valid = np.isfinite(times)
+        boxes = np.zeros((*times.shape, self.max_boxes, 7), np.float32)
+        if valid.any():
+            found = detect(self.model, frames[valid], size=self.spec.size, max_batch=max_batch)
+            boxes[valid] = pack_boxes(found, self.max_boxes)
+        return {"handobj/boxes": boxes}
+
+
+def make_meta(spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:
+    """Metadata for save_teacher: kinds, contact states, input spec, plus e.g. train metrics and data source."""
+    return {
+        "classes": list(CLASSES),
+        "contact_states": list(CONTACT_STATES),
+        "max_boxes": MAX_BOXES,
+        "spec": spec.to_dict(),
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------- training and evaluation
+
+
+def _detector_targets(targets: Sequence[dict[str, Any]], size: int) -> list[dict[str, Tensor]]:
+    """Normalised annotations -> torchvision targets in px of the resized square frame; boxes
+    under one pixel wide or high are dropped (FasterRCNN refuses degenerate boxes)."""
+    out = []
+    for t in targets:
+        boxes = torch.as_tensor(np.asarray(t["boxes"], np.float32).reshape(-1, 4)).clamp(0, 1) * size
+        keep = ((boxes[:, 2:] - boxes[:, :2]) >= 1).all(1)
+        out.append({
+            "boxes": boxes[keep],
+            "labels": torch.as_tensor(np.asarray(t["kinds"]).reshape(-1), dtype=torch.long)[keep] + 1,
+            "contact": torch.as_tensor(np.asarray(t["contact"]).reshape(-1), dtype=torch.long)[keep],
+        })  # fmt: skip
+    return out
+
+
+def _hflip(image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    w = image.shape[-1]
+    boxes = target["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1.0, -1.0, 1.0]) + torch.tensor([w, 0.0, w, 0.0])
+    return image.flip(-1), {**target, "boxes": boxes}
+
+
+def fit(
+    model: HandObjectDetector,
+    frames: np.ndarray,
+    targets: Sequence[dict[str, Any]],
+    *,
+    spec: InputSpec = DEFAULT_SPEC,
+    epochs: int = 10,
+    batch_size: int = 8,
+    lr: float = 2e-3,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[float]:
+    """Train on uint8 frames [N,H,W,3] with per-frame annotations ``{"boxes": [M,4] normalised xyxy,
+    "kinds": [M] (0 hand, 1 object), "contact": [M]}``; random horizontal flips.
+
+    AdamW with a cosine schedule; returns the mean summed loss of each epoch.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    images = torch.from_numpy(resize_frames(np.asarray(frames, np.uint8), spec.size))
+    det_targets = _detector_targets(targets, spec.size)
+    steps_per_epoch = math.ceil(len(images) / batch_size)
+    total = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+    history, done = [], 0
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator).tolist()
+        losses = []
+        for i in range(0, len(order), batch_size):
+            batch_images, batch_targets = [], []
+            for j in order[i : i + batch_size]:
+                image, target = to_tensor(images[j], None), det_targets[j]
+                if torch.rand(1, generator=generator).item() < 0.5:
+                    image, target = _hflip(image, target)
+                batch_images.append(image.to(device))
+                batch_targets.append({k: v.to(device) for k, v in target.items()})
+            loss_terms = model(batch_images, batch_targets)
+            loss = sum(loss_terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            done += 1
+            if progress is not None:
+                progress(done, total, losses[-1])
+        history.append(float(np.mean(losses)))
+    model.eval()
+    return history
+
+
+def average_precision(scores: np.ndarray, is_true_positive: np.ndarray, num_ground_truth: int) -> float:
+    """All-point interpolated AP (area under the precision envelope, as VOC2010+ and COCO).
+
+    Written by hand because no detection-metric library is installed here
+    (pycocotools/torchmetrics); sklearn's average_precision_score ranks
+    binary labels and has no notion of ground truth the detector never found.
+    """
+    if num_ground_truth == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(is_true_positive[order])
+    precision = tp / np.arange(1, len(tp) + 1)
+    recall = tp / num_ground_truth
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * envelope))
+
+
+def evaluate(
+    model: HandObjectDetector,
+    frames: np.ndarray,
+    targets: Sequence[dict[str, Any]],
+    *,
+    spec: InputSpec = DEFAULT_SPEC,
+    iou_threshold: float = 0.5,
+) -> dict[str, float]:
+    """Hand and object AP at IoU 0.5, and contact-state accuracy over the ground-truth hands that
+    a hand detection matched (NaN where a quantity has nothing to count)."""
+    found = detect(model, np.asarray(frames, np.uint8), size=spec.size)
+    result: dict[str, float] = {}
+    contact_hits: list[bool] = []
+    for kind, name in enumerate(CLASSES):
+        scores, hits, num_gt = [], [], 0
+        for d, t in zip(found, targets):
+            gt_boxes = np.asarray(t["boxes"], np.float32).reshape(-1, 4)
+            gt_mask = np.asarray(t["kinds"]).reshape(-1) == kind
+            gt_contact = np.asarray(t["contact"]).reshape(-1)[gt_mask]
+            mine = d["kinds"] == kind  # detect() returns them best score first
+            matched = _match(d["boxes"][mine], gt_boxes[gt_mask], iou_threshold)
+            scores.append(d["scores"][mine])
+            hits.append(matched >= 0)
+            num_gt += int(gt_mask.sum())
+            if kind == 0:
+                contact_hits += [c == gt_contact[m] for c, m in zip(d["contact"][mine], matched) if m >= 0]
+        result[f"{name}_ap50"] = average_precision(np.concatenate(scores), np.concatenate(hits), num_gt)
+    result["contact_accuracy"] = float(np.mean(contact_hits)) if contact_hits else float("nan")
+    return result
+
+
+def _match(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy matching of score-sorted predictions: each takes the best still-unmatched ground
+    truth with IoU >= threshold. Returns the matched ground-truth index per prediction, -1 if none."""
+    matched = np.full(len(pred), -1)
+    if len(pred) == 0 or len(gt) == 0:
+        return matched
+    iou = box_iou(torch.from_numpy(pred), torch.from_numpy(gt)).numpy()
+    taken = np.zeros(len(gt), bool)
+    for i in range(len(pred)):
+        candidates = np.where(taken, -1.0, iou[i])
+        j = int(candidates.argmax())
+        if candidates[j] >= iou_threshold:
+            matched[i], taken[j] = j, True
+    return matched
+
+
+# ---------------------------------------------------------------- detectron2 checkpoints
+
+
+# detectron2 name prefix -> torchvision FasterRCNN name prefix (RPN, box head, box predictor).
+_DETECTRON2_NAMES = {
+    "proposal_generator.rpn_head.conv": "rpn.head.conv.0.0",
+    "proposal_generator.rpn_head.objectness_logits": "rpn.head.cls_logits",
+    "proposal_generator.rpn_head.anchor_deltas": "rpn.head.bbox_pred",
+    "roi_heads.box_head.fc1": "roi_heads.box_head.fc6",
+    "roi_heads.box_head.fc2": "roi_heads.box_head.fc7",
+    "roi_heads.box_predictor.cls_score": "roi_heads.box_predictor.cls_score",
+    "roi_heads.box_predictor.bbox_pred": "roi_heads.box_predictor.bbox_pred",
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """A model-zoo pickle holds only dicts of numpy arrays; refusing every other global keeps
+    a hostile file from running code when it is read."""
+
+    _ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar", "OrderedDict"}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name in self._ALLOWED and (module.startswith("numpy") or module == "collections"):
+            if module.startswith("numpy.core"):  # pickles written by numpy 1.x
+                module = module.replace("numpy.core", "numpy._core", 1)
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
+
+
+def _read_detectron2(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        if Path(path).suffix == ".pkl":
+            with open(path, "rb") as f:
+                ckpt = _NumpyOnlyUnpickler(f, encoding="latin1").load()  # Detectron1-era pickles are py2
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/torch raise several unrelated types for a bad file
+        raise TeacherWeightsError(path, f"not a readable detectron2 checkpoint ({type(e).__name__}: {e})") from e
+    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(model, dict):
+        raise TeacherWeightsError(path, "no 'model' dict of named weights")
+    return model
+
+
+def convert_detectron2_checkpoint(path: str | os.PathLike, *, anchor_sizes_per_level: int = 1) -> dict[str, Tensor]:
+    """Map a detectron2 Faster R-CNN checkpoint (model-zoo ``.pkl`` of numpy arrays, or a training
+    ``.pth``) onto torchvision ``FasterRCNN`` parameter names.
+
+    Mapped: the RPN head (``rpn.head.conv.0.0`` / ``cls_logits`` / ``bbox_pred``), the
+    two-FC box head (``fc1/fc2`` -> ``fc6/fc7``) and the box predictor. Load the result with
+    ``detector.load_state_dict(sd, strict=False)`` (or ``HandObjectDetector.detector``).
+
+    Rearranged on the way:
+    * ``cls_score``: detectron2 puts background LAST, torchvision FIRST -> rows rotated.
+    * ``bbox_pred``: detectron2 has 4 rows per foreground class (none for background);
+      torchvision has 4 per class including background -> 4 zero rows prepended
+      (torchvision never uses them). Class-agnostic (4 rows) is tiled to every class.
+    * RPN outputs: detectron2 orders cell anchors size-major, torchvision's
+      AnchorGenerator ratio-major; with ``anchor_sizes_per_level`` > 1 (C4 models: 5
+      sizes on one level) the per-anchor rows are permuted. FPN models have one size
+      per level, where both orders agree.
+
+    NOT mapped (logged): the backbone (``backbone.bottom_up.*`` ResNet with detectron2's
+    stride-in-1x1 and BGR 0-255 input, ``backbone.fpn_*``), C4 box heads (``roi_heads.res5``),
+    mask/keypoint heads. Also differing and not fixable by renaming: detectron2's
+    ROIAlignV2 is ``aligned=True`` (torchvision's MultiScaleRoIAlign is not), and its
+    pixel mean/std are BGR in 0-255 -- set the detector's ``image_mean/std`` to match.
+    """
+    weights = _read_detectron2(path)
+    out: dict[str, Tensor] = {}
+    unmapped = []
+    for name, value in weights.items():
+        prefix, _, leaf = name.rpartition(".")
+        if prefix not in _DETECTRON2_NAMES or leaf not in ("weight", "bias"):
+            unmapped.append(name)
+            continue
+        out[f"{_DETECTRON2_NAMES[prefix]}.{leaf}"] = torch.as_tensor(np.asarray(value)).clone()
+
+    for leaf in ("weight", "bias"):
+        cls_key, box_key = f"roi_heads.box_predictor.cls_score.{leaf}", f"roi_heads.box_predictor.bbox_pred.{leaf}"
+        if cls_key in out:
+            cls = out[cls_key]
+            out[cls_key] = torch.cat([cls[-1:], cls[:-1]])  # background last -> first
+            if box_key in out:
+                box = out[box_key]
+                num_classes = cls.shape[0]  # including background
+                if box.shape[0] == 4:  # class-agnostic regression
+                    out[box_key] = box.repeat(num_classes, *[1] * (box.dim() - 1))
+                else:
+                    out[box_key] = torch.cat([torch.zeros_like(box[:4]), box])
+        for key, per_anchor in (("rpn.head.cls_logits", 1), ("rpn.head.bbox_pred", 4)):
+            key = f"{key}.{leaf}"
+            if key in out and anchor_sizes_per_level > 1:
+                out[key] = _size_major_to_ratio_major(out[key], anchor_sizes_per_level, per_anchor)
+    if unmapped:
+        log.info("detectron2 checkpoint %s: %d tensors not mapped, e.g. %s", path, len(unmapped), unmapped[:5])
+    return out
+
+
+def _size_major_to_ratio_major(t: Tensor, num_sizes: int, per_anchor: int) -> Tensor:
+    """Rows ordered (size, ratio, per_anchor) -> (ratio, size, per_anchor)."""
+    num_ratios = t.shape[0] // (num_sizes * per_anchor)
+    rest = t.shape[1:]
+    return t.reshape(num_sizes, num_ratios, per_anchor, *rest).transpose(0, 1).reshape(t.shape)

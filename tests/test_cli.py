@@ -1,0 +1,52 @@
+"""The command surface: help text, one clear error line (no traceback) and exit codes."""
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["run", "extract-teachers"], ["run", "train-student"], ["inspect"], ["data", "make-demo"], ["demo"]])
+def test_help_has_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out
+
+
+def test_unknown_config_key_exits_2_naming_it(tmp_path):
+    r = run_cli("run", "train-student", "--manifest", "m.csv", "--video-root", ".", "--out", str(tmp_path / "o"), "optim.epochz=3")
+    assert r.returncode == 2
+    assert "optim.epochz" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_wrong_type_exits_2(tmp_path):
+    r = run_cli("run", "extract-teachers", "--config", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "config file not found" in r.stderr
+    r = run_cli("run", "train-student", "optim.epochs=many", "manifest=a", "video_root=.", "out=o")
+    assert r.returncode == 2 and "optim.epochs" in r.stderr and "integer" in r.stderr
+
+
+def test_missing_manifest_is_one_line(tmp_path):
+    r = run_cli("run", "train-student", "--manifest", str(tmp_path / "nope.csv"), "--video-root", str(tmp_path),
+                "--out", str(tmp_path / "o"), "loss.ego=0", "loss.object=0", "loss.hand_map=0", "loss.object_map=0")
+    assert r.returncode == 1
+    assert "manifest not found" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()  # nothing written before the input was checked
+
+
+def test_distillation_without_store_is_refused(tmp_path):
+    r = run_cli("run", "train-student", "--manifest", "m.csv", "--video-root", ".", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "--signals" in r.stderr
+
+
+def test_inspect_missing_store():
+    r = run_cli("inspect", "/nonexistent/store.zarr")
+    assert r.returncode == 1 and "signals store not found" in r.stderr

@@ -1,0 +1,74 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from pipeline.config import dump_config, load_config, parse_override, to_dict
+from pipeline.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    lr: float = 0.1
+    epochs: int = 3
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    path: str | None = None
+    inner: Inner = field(default_factory=Inner)
+    tags: list[str] = field(default_factory=list)
+
+
+def test_layers_apply_in_order(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: from-file\ninner:\n  lr: 0.5\n")
+    cfg = load_config(Outer, f, ["inner.epochs=7", "tags=[a, b]"], extra={"path": "p"})
+    assert cfg.name == "from-file"
+    assert cfg.inner.lr == 0.5 and cfg.inner.epochs == 7
+    assert cfg.tags == ["a", "b"] and cfg.path == "p"
+
+
+def test_int_is_accepted_for_float_and_coerced():
+    cfg = load_config(Outer, None, ["inner.lr=1"])
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("inner.lrr=0.1", ["unknown config key 'inner.lrr'", "lr"]),
+        ("inner.epochs=abc", ["inner.epochs", "integer"]),
+        ("bogus=1", ["unknown config key 'bogus'"]),
+        ("inner=3", ["inner", "mapping"]),
+        ("noequals", ["key=value"]),
+    ],
+)
+def test_bad_keys_and_types_name_the_key(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(Outer, None, [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_missing_and_invalid_yaml_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Outer, bad)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(Outer, None, ["inner.lr=0.25", "path=null"])
+    p = dump_config(cfg, tmp_path / "out.yaml")
+    again = load_config(Outer, p)
+    assert to_dict(again) == to_dict(cfg)
+
+
+def test_parse_override_types():
+    assert parse_override("a=1") == ("a", 1)
+    assert parse_override("a=0.5") == ("a", 0.5)
+    assert parse_override("a=null") == ("a", None)
+    assert parse_override("a.b=hello") == ("a.b", "hello")

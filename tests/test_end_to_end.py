@@ -1,0 +1,135 @@
+"""Stage 1 and 2 for real on a tiny world: a Ray run into a zarr store, then students from it."""
+import json
+import shutil
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.io.store import FAILED, OK, open_store
+from pipeline.stages.evaluate import EvaluateConfig, run_evaluate
+from pipeline.stages.extract import ExtractConfig, run_extract
+from pipeline.stages.train import pretrain_defaults, run_train, TrainConfig
+from pipeline.stages.train_teachers import TrainTeachersConfig, run_train_teachers
+from pipeline.config import to_dict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def teachers(tiny_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teachers")
+    ce = tiny_world / "charades_ego"
+    cfg = load_config(TrainTeachersConfig, None, [
+        f"manifest={ce / 'CharadesEgo_v1_train.csv'}", f"test_manifest={ce / 'CharadesEgo_v1_test.csv'}",
+        f"video_root={ce / 'videos'}", f"ground_truth={tiny_world / 'ground_truth'}", f"out={out}",
+        "ego.epochs=2", "object.epochs=1", "handobj.epochs=1",
+    ])
+    return run_train_teachers(cfg)
+
+
+@pytest.fixture(scope="module")
+def store(tiny_world, teachers, tmp_path_factory):
+    kin = tiny_world / "kinetics"
+    out = tmp_path_factory.mktemp("signals") / "kinetics.zarr"
+    cfg = load_config(ExtractConfig, None, [
+        f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={out}", "workers=2",
+        "shard_rows=8", *[f"teachers.{k}={v}" for k, v in teachers["weights"].items()],
+    ])
+    result = run_extract(cfg)
+    return out, result, cfg
+
+
+def test_teacher_weights_carry_metadata(teachers):
+    from teachers.base import load_teacher
+
+    for kind, path in teachers["weights"].items():
+        t = load_teacher(path)
+        assert t.name == kind and len(t.meta["weights_sha256"]) == 64
+
+
+def test_store_shapes_dtypes_and_values(store, tiny_world):
+    path, result, _ = store
+    s = open_store(path)
+    n = s.num_rows
+    lines = (tiny_world / "kinetics" / "kinetics_demo.csv").read_text().strip().splitlines()
+    assert n == len(lines) - 1 == result.ok
+    F = s.num_frames
+    assert F == 8  # 2 s clips at the teachers' 4 fps
+    assert s.array("ego/logits").shape == (n, 2, 2) and str(s.array("ego/logits").dtype) == "float16"
+    assert s.array("object/logits").shape[:2] == (n, F)
+    assert s.array("handobj/boxes").shape == (n, F, 8, 7)
+    ft = np.asarray(s.array("frame_time")[:])
+    np.testing.assert_allclose(ft[:, 1] - ft[:, 0], 1 / 15 * 4, atol=0.07)  # ~0.25 s apart, on 15 fps frames
+    obj = np.asarray(s.array("object/logits")[:], dtype=np.float32)
+    assert np.isfinite(obj).all()
+    assert np.abs(obj[0] - obj[1]).max() > 1e-3  # differs between clips
+    ids = s.clip_ids()
+    first = lines[1].split(",")
+    assert ids[0] == f"{first[1]}_{int(first[2]):06d}_{int(first[3]):06d}"
+    x = da.from_zarr(str(path), component="object/logits")
+    assert x.shape == obj.shape
+
+
+def test_rerun_resumes_and_changed_teachers_are_refused(store, teachers, tmp_path):
+    path, _, cfg = store
+    again = run_extract(cfg)
+    assert again.skipped_shards == len(open_store(path).shards()) and again.ok == open_store(path).num_rows
+    bad_cfg = load_config(ExtractConfig, None, [f"{k}={v}" for k, v in _flat(to_dict(cfg)).items() if k != "teachers.handobj"] + ["teachers.handobj=null"])
+    with pytest.raises(PipelineError, match="different input"):
+        run_extract(bad_cfg)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + k + "."))
+        else:
+            out[prefix + k] = "null" if v is None else v
+    return out
+
+
+def test_unreadable_video_marks_row_failed(tiny_world, teachers, tmp_path):
+    kin = tmp_path / "kin"
+    shutil.copytree(tiny_world / "kinetics", kin)
+    videos = sorted((kin / "videos").glob("*.mp4"))
+    videos[0].write_bytes(b"garbage" * 10)
+    videos[1].unlink()
+    base = [f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={tmp_path / 's.zarr'}",
+            "workers=1", *[f"teachers.{k}={v}" for k, v in teachers["weights"].items() if k == "object"]]
+    with pytest.raises(PipelineError, match="2 of .* clips failed"):
+        run_extract(load_config(ExtractConfig, None, base + ["max_failed_fraction=0.01"]))
+    s = open_store(tmp_path / "s.zarr")  # completed rows were kept
+    st, err, ids = s.status(), s.errors(), list(s.clip_ids())
+    assert (st == FAILED).sum() == 2 and (st == OK).sum() == len(st) - 2
+    assert err[ids.index(videos[1].stem)] == "video file not found"
+    assert err[ids.index(videos[0].stem)] != ""
+    result = run_extract(load_config(ExtractConfig, None, base + ["max_failed_fraction=0.5"]))
+    assert result.failed == 2
+
+
+def test_student_loss_falls_and_evaluates(store, tiny_world, tmp_path):
+    path, _, _ = store
+    kin = tiny_world / "kinetics"
+    cfg = load_config(TrainConfig, None, [
+        f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={tmp_path / 'student'}",
+        f"signals={path}", "optim.epochs=4", "optim.batch_size=8", "optim.lr=0.05", "optim.num_workers=0",
+        "data.split=null",
+    ], defaults=to_dict(pretrain_defaults()))
+    result = run_train(cfg)
+    hist = result["history"]
+    assert set(hist[0]) >= {"loss_action", "loss_ego", "loss_object", "loss_hand_map", "loss_object_map"}
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    ckpt = torch.load(result["checkpoint"], weights_only=False)
+    assert ckpt["model_args"]["num_objects"] == open_store(path).array("object/logits").shape[-1]
+    ev = load_config(EvaluateConfig, None, [
+        f"checkpoint={result['checkpoint']}", f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}",
+        f"out={tmp_path / 'm.json'}", "split=val", "views=2", "num_workers=0",
+    ])
+    m = run_evaluate(ev)
+    assert 0.0 <= m["top1"] <= 1.0 and m["clips"] >= 8
+    assert json.loads((tmp_path / "m.json").read_text())["top1"] == m["top1"]

@@ -1,0 +1,150 @@
+import pytest
+import torch
+
+from student.backbones import create_backbone
+from student.heads import EgoExoStudent, load_pyslowfast_checkpoint, to_pyslowfast_state_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # On the 2-core CI machine, two intra-op threads stall (~100x slower) whenever another
+    # process holds a core; one thread keeps these tiny models fast either way.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_student(name="slow_tiny", seed=0, **kwargs):
+    torch.manual_seed(seed)
+    args = dict(num_actions=5, num_objects=7, dropout=0.0, interaction_maps=True)
+    return EgoExoStudent(create_backbone(name, width=8), **{**args, **kwargs})
+
+
+def test_output_shapes_slow():
+    model = tiny_student().eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 8, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "action": (2, 5), "ego": (2, 2), "object": (2, 7), "interaction_map": (2, 2, 8, 4, 4)}
+
+
+def test_output_shapes_slowfast_map_on_slow_grid():
+    model = tiny_student("slowfast_tiny").eval()
+    assert model.head.projection.in_features == 256 + 64  # both pathways pooled and concatenated
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 64, 64))
+    assert tuple(out["action"].shape) == (2, 5)
+    assert tuple(out["interaction_map"].shape) == (2, 2, 8, 4, 4)
+
+
+def test_optional_heads_are_absent():
+    model = tiny_student(num_objects=0, interaction_maps=False).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 8, 32, 32))
+    assert set(out) == {"action", "ego"}
+    assert not any(k.startswith(("object_head", "map_head")) for k in model.state_dict())
+
+
+def test_head_names_follow_pyslowfast():
+    state = tiny_student().state_dict()
+    assert tuple(state["head.projection.weight"].shape) == (5, 256)
+    assert tuple(state["ego_head.weight"].shape) == (2, 256)
+    assert tuple(state["object_head.weight"].shape) == (7, 256)
+    assert tuple(state["map_head.score.weight"].shape) == (2, 256, 1, 1, 1)
+    assert "backbone.s1.pathway0_stem.conv.weight" in state
+
+
+def test_action_head_is_linear_on_mean_pooled_features():
+    model = tiny_student().eval()
+    clip = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        (feat,) = model.forward_features(clip)
+        expected = feat.mean(dim=(2, 3, 4)) @ model.head.projection.weight.T + model.head.projection.bias
+        torch.testing.assert_close(model(clip)["action"], expected)
+
+
+def test_map_head_with_hidden_conv():
+    model = tiny_student(map_hidden_channels=16).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 8, 64, 64))
+    assert tuple(out["interaction_map"].shape) == (1, 2, 8, 4, 4)
+    assert tuple(model.state_dict()["map_head.hidden.weight"].shape) == (16, 256, 1, 3, 3)
+
+
+def test_reset_action_head_keeps_everything_else():
+    model = tiny_student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.reset_action_head(9)
+    assert model.num_actions == 9
+    after = model.state_dict()
+    assert tuple(after["head.projection.weight"].shape) == (9, 256)
+    for k, v in before.items():
+        if not k.startswith("head."):
+            assert torch.equal(after[k], v), k
+    with torch.no_grad():
+        assert tuple(model.eval()(torch.randn(1, 3, 8, 32, 32))["action"].shape) == (1, 9)
+
+
+def _assert_same_weights(a, b, skip=()):
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        if not k.startswith(skip):
+            assert torch.equal(sa[k], sb[k]), k
+
+
+def test_roundtrip_through_pyslowfast_pyth(tmp_path):
+    source = tiny_student("slowfast_tiny", seed=1)
+    state = to_pyslowfast_state_dict(source)
+    assert "s1_fuse.conv_f2s.weight" in state and "head.projection.weight" in state
+    # As PySlowFast saves it under DDP: {"model_state": ..., "epoch": ...}, "module." prefixed.
+    path = tmp_path / "checkpoint_epoch_00001.pyth"
+    torch.save({"epoch": 1, "model_state": {f"module.{k}": v for k, v in state.items()}}, path)
+
+    target = tiny_student("slowfast_tiny", seed=2)
+    report = load_pyslowfast_checkpoint(target, path)
+    _assert_same_weights(source, target)
+    assert report.missing == [] and report.skipped == [] and report.unexpected == []
+    assert sorted(report.loaded) == sorted(target.state_dict())
+
+
+def test_other_label_space_skips_the_action_head():
+    source = tiny_student(seed=1)
+    target = tiny_student(seed=2, num_actions=3)
+    head_before = target.head.projection.weight.clone()
+    report = load_pyslowfast_checkpoint(target, {"model_state": to_pyslowfast_state_dict(source)})
+    assert sorted(report.skipped) == ["head.projection.bias", "head.projection.weight"]
+    assert torch.equal(target.head.projection.weight, head_before)
+    _assert_same_weights(source, target, skip=("head.",))
+
+
+def test_ego_exo_release_head_names():
+    # The Ego-Exo release: MultiTaskHead "head<TASK>.projections.{0,1,2}" (action, ego,
+    # object) and HandObjHead "handobjhead.pathway0_conv_fcn0" + "score_projection".
+    source = tiny_student(seed=1, map_hidden_channels=16)
+    renames = {"head.projection.": "headcharades-ego.projections.0.", "ego_head.": "head.projections.1.",
+               "object_head.": "head.projections.2.", "map_head.hidden.": "handobjhead.pathway0_conv_fcn0.",
+               "map_head.score.": "handobjhead.score_projection."}
+    state = {}
+    for k, v in to_pyslowfast_state_dict(source).items():
+        for ours, theirs in renames.items():
+            if k.startswith(ours):
+                k = theirs + k[len(ours):]
+        state[k] = v
+    target = tiny_student(seed=2, map_hidden_channels=16)
+    report = load_pyslowfast_checkpoint(target, state)
+    assert report.missing == [] and report.unexpected == []
+    _assert_same_weights(source, target)
+
+
+def test_backbone_mismatch_is_an_error_unless_relaxed():
+    source = to_pyslowfast_state_dict(tiny_student(seed=1))
+    del source["s3.pathway0_res0.branch2.a.weight"]
+    target = tiny_student(seed=2)
+    with pytest.raises(ValueError, match="s3.pathway0_res0.branch2.a.weight"):
+        load_pyslowfast_checkpoint(target, source)
+    report = load_pyslowfast_checkpoint(target, source, strict_backbone=False)
+    assert report.missing == ["backbone.s3.pathway0_res0.branch2.a.weight"]
+
+    with pytest.raises(ValueError, match="mis-shaped"):
+        load_pyslowfast_checkpoint(tiny_student("slowfast_tiny"), to_pyslowfast_state_dict(tiny_student()))

@@ -1,0 +1,77 @@
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline.inspect import signal_stats, verify_store
+from pipeline.io.store import FAILED, OK, PENDING, StoreError, check_provenance, create_store, open_store
+
+OUTPUTS = {"object/logits": ((4, 3), "float16"), "ego/logits": ((2, 2), "float16")}
+
+
+def make(tmp_path, n=10, shard_rows=4):
+    return create_store(tmp_path / "s.zarr", [f"clip{i}" for i in range(n)], 4, OUTPUTS, {"teachers": {"a": 1}}, shard_rows)
+
+
+def shard_arrays(n, value):
+    return {
+        "frame_time": np.tile(np.arange(4, dtype=np.float32) / 4, (n, 1)),
+        "object/logits": np.full((n, 4, 3), value, np.float16),
+        "ego/logits": np.full((n, 2, 2), value, np.float16),
+    }
+
+
+def test_create_layout(tmp_path):
+    s = make(tmp_path)
+    assert s.num_rows == 10 and s.num_frames == 4
+    assert s.shards() == [(0, 4), (4, 8), (8, 10)]
+    assert s.array("object/logits").shape == (10, 4, 3)
+    assert str(s.array("object/logits").dtype) == "float16"
+    assert s.array("object/logits").shards == (4, 4, 3)
+    assert (s.status() == PENDING).all()
+    assert np.isnan(np.asarray(s.array("frame_time")[:])).all()
+    with pytest.raises(StoreError, match="exists"):
+        make(tmp_path)
+
+
+def test_write_shard_then_resume_set(tmp_path):
+    s = make(tmp_path)
+    s.write_shard(4, 8, shard_arrays(4, 1.5), np.array([OK, OK, FAILED, OK]), ["", "", "bad video", ""])
+    assert s.pending_shards() == [(0, 4), (8, 10)]
+    again = open_store(tmp_path / "s.zarr")
+    row = again.read_row(5)
+    assert row["status"] == OK
+    np.testing.assert_allclose(row["object/logits"], 1.5)
+    assert again.errors()[6] == "bad video"
+    with pytest.raises(ValueError, match="whole shard"):
+        s.write_shard(1, 5, shard_arrays(4, 0), np.ones(4), [""] * 4)
+
+
+def test_dask_opens_store_and_float32_reduction(tmp_path):
+    s = make(tmp_path, n=8)
+    for a, b in s.shards():
+        s.write_shard(a, b, shard_arrays(b - a, 60000.0), np.full(b - a, OK), [""] * (b - a))
+    x = da.from_zarr(str(tmp_path / "s.zarr"), component="object/logits")
+    assert x.shape == (8, 4, 3) and x.dtype == np.float16
+    assert np.isinf(x.sum(dtype="float16").compute())  # why inspection casts first
+    assert x.astype("float32").sum().compute() == pytest.approx(8 * 4 * 3 * 60000.0, rel=1e-3)
+    stats = signal_stats(tmp_path / "s.zarr")
+    assert stats["ok"] == 8 and stats["object_logit_mean"] == pytest.approx(60000.0, rel=1e-3)
+    assert stats["frames_per_clip"] == 4
+    assert verify_store(tmp_path / "s.zarr") == []
+
+
+def test_provenance_mismatch_refused(tmp_path):
+    s = make(tmp_path)
+    check_provenance(s, {"teachers": {"a": 1}})
+    with pytest.raises(StoreError, match="teachers"):
+        check_provenance(s, {"teachers": {"a": 2}})
+
+
+def test_open_refuses_non_store(tmp_path):
+    with pytest.raises(StoreError, match="not found"):
+        open_store(tmp_path / "nope.zarr")
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(StoreError, match="schema"):
+        open_store(tmp_path / "other.zarr")
