@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.config import dump_config
 
 # Demo-sized settings (2-core CPU, about ten minutes in all). Measured, not tuned toward a result.
-PRETRAIN_EPOCHS = 8
+PRETRAIN_EPOCHS = 20
 FINETUNE_EPOCHS = 12
 
 

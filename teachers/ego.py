@@ -19,6 +19,7 @@ from teachers.base import (
     InputSpec,
     Progress,
     Teacher,
+    check_batch,
     evaluate_classifier,
     fit_classifier,
     last_valid_index,
@@ -101,14 +102,14 @@ def fit(
 ) -> list[float]:
     """Train on uint8 clips [N, T, H, W, 3] (T = spec.num_frames) with labels [N] (0 exo, 1 ego).
 
-    Light augmentation: horizontal flip and a shift of up to 1/32 of the side. (lr above
-    ~2e-3 made this BatchNorm 3D CNN stall at chance on the synthetic ego/exo task.)
+    Light augmentation: horizontal flip and a shift of up to 1/32 of the side.
     Returns the mean training loss of each epoch.
     """
+    inputs = _clips_to_input(clips, spec)
     return fit_classifier(
-        model, _clips_to_input(clips, spec), labels, spec,
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_shift=spec.size // 32, progress=progress,
-    )  # fmt: skip
+        model, inputs, labels, spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        max_shift=spec.size // 32, progress=progress,
+    )
 
 
 def evaluate(model: nn.Module, clips: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_SPEC) -> dict[str, float]:
@@ -132,6 +133,7 @@ class EgoTeacher(Teacher):
         return {"ego/logits": ((windows, len(self.classes)), "float16")}
 
     def predict(self, frames: np.ndarray, times: np.ndarray, *, max_batch: int = 64) -> dict[str, np.ndarray]:
+        check_batch(frames, times)
         b, f = times.shape
         t = self.spec.num_frames
         w = math.ceil(f / t)
@@ -152,5 +154,5 @@ class EgoTeacher(Teacher):
 
     def _logits(self, clips: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            x = to_tensor(clips, self.spec).transpose(1, 2).to(self.device)  # [N, 3, T, S, S]
+            x = to_tensor(clips, self.spec, self.device).transpose(1, 2)  # [N, 3, T, S, S]
             return self.model(x).float().cpu().numpy()

@@ -41,6 +41,8 @@ from teachers.base import (
     Progress,
     Teacher,
     TeacherWeightsError,
+    check_batch,
+    make_optimizer,
     register_teacher,
     resize_frames,
     to_tensor,
@@ -86,7 +88,7 @@ def contact_loss(logits: Tensor, states: Tensor) -> dict[str, Tensor]:
 def enlarge_boxes(boxes: Tensor, ratio: float, image_size: tuple[int, int]) -> Tensor:
     """Grow xyxy boxes by ``ratio`` of their width/height on each side, clipped to the image."""
     wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
-    return clip_boxes_to_image(boxes + wh * ratio * torch.tensor([-1.0, -1.0, 1.0, 1.0]), image_size)
+    return clip_boxes_to_image(boxes + wh * ratio * boxes.new_tensor([-1.0, -1.0, 1.0, 1.0]), image_size)
 
 
 class HandObjectDetector(nn.Module):
@@ -204,7 +206,7 @@ def detect(
     out: list[dict[str, np.ndarray]] = []
     with torch.inference_mode():
         for i in range(0, len(frames), max_batch):
-            images = to_tensor(resize_frames(frames[i : i + max_batch], size), None).to(device)
+            images = to_tensor(resize_frames(frames[i : i + max_batch], size), None, device)
             for d in model(list(images)):
                 order = d["scores"].argsort(descending=True)
                 out.append({
@@ -212,7 +214,7 @@ def detect(
                     "scores": d["scores"][order].cpu().numpy(),
                     "kinds": (d["labels"][order] - 1).cpu().numpy(),
                     "contact": d["contact"][order].cpu().numpy(),
-                })  # fmt: skip
+                })
     return out
 
 
@@ -242,6 +244,7 @@ class HandObjectTeacher(Teacher):
         return {"handobj/boxes": ((num_frames, self.max_boxes, 7), "float16")}
 
     def predict(self, frames: np.ndarray, times: np.ndarray, *, max_batch: int = 64) -> dict[str, np.ndarray]:
+        check_batch(frames, times)
         valid = np.isfinite(times)
         boxes = np.zeros((*times.shape, self.max_boxes, 7), np.float32)
         if valid.any():
@@ -275,13 +278,14 @@ def _detector_targets(targets: Sequence[dict[str, Any]], size: int) -> list[dict
             "boxes": boxes[keep],
             "labels": torch.as_tensor(np.asarray(t["kinds"]).reshape(-1), dtype=torch.long)[keep] + 1,
             "contact": torch.as_tensor(np.asarray(t["contact"]).reshape(-1), dtype=torch.long)[keep],
-        })  # fmt: skip
+        })
     return out
 
 
 def _hflip(image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     w = image.shape[-1]
-    boxes = target["boxes"][:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1.0, -1.0, 1.0]) + torch.tensor([w, 0.0, w, 0.0])
+    boxes = target["boxes"]
+    boxes = boxes[:, [2, 1, 0, 3]] * boxes.new_tensor([-1.0, 1.0, -1.0, 1.0]) + boxes.new_tensor([w, 0.0, w, 0.0])
     return image.flip(-1), {**target, "boxes": boxes}
 
 
@@ -300,7 +304,7 @@ def fit(
     """Train on uint8 frames [N,H,W,3] with per-frame annotations ``{"boxes": [M,4] normalised xyxy,
     "kinds": [M] (0 hand, 1 object), "contact": [M]}``; random horizontal flips.
 
-    AdamW with a cosine schedule; returns the mean summed loss of each epoch.
+    AdamW, one-cycle schedule; returns the mean summed loss of each epoch.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -309,8 +313,7 @@ def fit(
     det_targets = _detector_targets(targets, spec.size)
     steps_per_epoch = math.ceil(len(images) / batch_size)
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+    optimizer, schedule = make_optimizer(model, lr, total)
     history, done = [], 0
     model.train()
     for _ in range(epochs):

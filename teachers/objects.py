@@ -11,6 +11,7 @@ Two architectures, both torchvision's ``ResNet``:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ from teachers.base import (
     InputSpec,
     Progress,
     Teacher,
+    check_batch,
     TeacherWeightsError,
     evaluate_classifier,
     file_sha256,
@@ -78,7 +80,7 @@ def fit(
     spec: InputSpec = DEFAULT_SPEC,
     epochs: int = 5,
     batch_size: int = 32,
-    lr: float = 3e-3,
+    lr: float = 2e-3,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> list[float]:
@@ -86,10 +88,11 @@ def fit(
 
     Returns the mean training loss of each epoch.
     """
+    inputs = resize_frames(np.asarray(frames, np.uint8), spec.size)
     return fit_classifier(
-        model, resize_frames(np.asarray(frames, np.uint8), spec.size), labels, spec,
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, max_shift=spec.size // 16, progress=progress,
-    )  # fmt: skip
+        model, inputs, labels, spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        max_shift=spec.size // 16, progress=progress,
+    )
 
 
 def evaluate(model: nn.Module, frames: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_SPEC) -> dict[str, float]:
@@ -112,6 +115,7 @@ class ObjectTeacher(Teacher):
         return {"object/logits": ((num_frames, len(self.classes)), "float16")}
 
     def predict(self, frames: np.ndarray, times: np.ndarray, *, max_batch: int = 64) -> dict[str, np.ndarray]:
+        check_batch(frames, times)
         valid = np.isfinite(times)
         logits = np.zeros((*times.shape, len(self.classes)), np.float32)
         if valid.any():
@@ -120,7 +124,7 @@ class ObjectTeacher(Teacher):
 
     def _logits(self, frames: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            x = to_tensor(resize_frames(frames, self.spec.size), self.spec).to(self.device)
+            x = to_tensor(resize_frames(frames, self.spec.size), self.spec, self.device)
             return self.model(x).float().cpu().numpy()
 
 
@@ -174,7 +178,7 @@ def load_torchvision_classifier(
         "classes": list(classes),
         "spec": InputSpec(frame_rate, size, IMAGENET_MEAN, IMAGENET_STD).to_dict(),
         "weights_sha256": file_sha256(state_dict_path),
-        "source": os.fspath(state_dict_path),
+        "source": str(Path(state_dict_path).resolve()),
         "converted_from": "torchvision state dict",
     }
     return ObjectTeacher(model, meta, device)

@@ -3,6 +3,7 @@ import os
 import pytest
 
 os.environ.setdefault("PIPELINE_NO_PROGRESS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see pipeline/__init__.py
 
 
 @pytest.fixture(scope="session")
