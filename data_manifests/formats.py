@@ -2,27 +2,60 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from data_manifests.table import Clip, ClipTable, ManifestError
 
-FORMATS = ("auto", "kinetics", "charades_ego")
+FORMATS = ("auto", "kinetics", "charades_ego", "epic100", "generic", "pyslowfast")
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+
+
+def _looks_like_path(text: str) -> bool:
+    return PurePath(text.strip()).suffix.lower() in VIDEO_SUFFIXES or "/" in text or "\\" in text
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess a manifest's format from its header line."""
-    with open(path, newline="") as f:
-        header = next(csv.reader(f), [])
+    """Guess a manifest's format from its first non-blank line (a UTF-8 byte-order mark is ignored).
+
+    Headers: ``youtube_id,time_start,time_end`` -> kinetics, ``id,...,actions`` ->
+    charades_ego, ``narration_id,...`` -> epic100, ``path,label,...`` -> generic.
+    Without a header: two or more comma-separated fields starting with a video path ->
+    generic; ``<path> <integer>`` with no comma -> pyslowfast.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next((line for line in f if line.strip()), "")
+    header = next(csv.reader([first]), [])
     cols = {h.strip() for h in header}
     if {"youtube_id", "time_start", "time_end"} <= cols:
         return "kinetics"
     if {"id", "actions"} <= cols:
         return "charades_ego"
-    raise ManifestError(f"{path}: cannot tell the manifest format from its header {header!r}; set manifest_format")
+    if "narration_id" in cols:
+        return "epic100"
+    names = [h.strip().lower() for h in header]
+    if len(names) >= 2 and (names[0] == "path" and "label" in names or _looks_like_path(names[0])):
+        return "generic"
+    words = first.split()
+    if "," not in first and len(words) >= 2 and words[-1].isdigit():
+        return "pyslowfast"
+    raise ManifestError(
+        f"{path}: cannot tell the manifest format from its first line {first.strip()!r}; "
+        f"set manifest_format (one of {', '.join(FORMATS[1:])})"
+    )
 
 
-def load_manifest(path: str | Path, format: str = "auto", classes: list[str] | None = None) -> ClipTable:
-    """Parse ``path`` into the canonical clip table (row order kept)."""
+def load_manifest(
+    path: str | Path,
+    format: str = "auto",
+    classes: list[str] | None = None,
+    *,
+    video_root: str | Path | None = None,
+) -> ClipTable:
+    """Parse ``path`` into the canonical clip table (row order kept).
+
+    ``classes`` fixes the label order (EPIC-100: the verb classes). ``video_root`` is
+    where EPIC-100 also looks for ``EPIC_100_video_info.csv``.
+    """
     p = Path(path)
     if not p.is_file():
         raise ManifestError(f"manifest not found: {p}")
@@ -35,15 +68,47 @@ def load_manifest(path: str | Path, format: str = "auto", classes: list[str] | N
         from data_manifests.charades_ego import read_charades_ego_csv
 
         return read_charades_ego_csv(p, classes=classes)
+    if fmt == "epic100":
+        from data_manifests.epic_kitchens import read_epic100_csv
+
+        return read_epic100_csv(p, video_root, verb_classes=classes)
+    if fmt == "generic":
+        from data_manifests.generic import read_generic_csv
+
+        return read_generic_csv(p, classes)
+    if fmt == "pyslowfast":
+        from data_manifests.generic import read_pyslowfast_list
+
+        return read_pyslowfast_list(p, classes)
     raise ManifestError(f"unknown manifest format '{fmt}' (known: {', '.join(FORMATS)})")
 
 
 def resolve_video(table: ClipTable, clip: Clip, video_root: str | Path) -> Path | None:
-    """The clip's video file on disk, or None when it is missing."""
+    """The clip's video on disk, or None when it is missing.
+
+    Usually a file; for EPIC-100 the ``.MP4`` if present, else the video's extracted
+    ``rgb_frames`` folder (read it at ``clip_frame_rate``). Kinetics tries the usual
+    download layouts (flat, ``<split>/``, ``<split>/<label>/``; mp4, webm, mkv).
+    """
     root = Path(video_root)
     if table.format == "kinetics":
         from data_manifests.kinetics import resolve_kinetics_path
 
         return resolve_kinetics_path(root, clip)
+    if table.format == "epic100":
+        from data_manifests.epic_kitchens import resolve_epic_path
+
+        return resolve_epic_path(root, clip)
     p = Path(clip.path) if Path(clip.path).is_absolute() else root / clip.path
     return p if p.exists() else None
+
+
+def clip_frame_rate(table: ClipTable, clip: Clip, path: str | Path | None = None) -> float | None:
+    """The frame rate to read a clip's frames folder at; None for a video file (its container knows its rate).
+
+    Only EPIC-100 clips can resolve to a frames folder; pass the resolved ``path`` to get
+    None when it turned out to be the ``.MP4``.
+    """
+    if table.format != "epic100" or (path is not None and not Path(path).is_dir()):
+        return None
+    return clip.extras.get("fps")

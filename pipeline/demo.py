@@ -84,6 +84,13 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2) -> dict:
         cfg = stage_config("train-student", variant, {**common, **extra, "out": str(wd / "students" / variant)})
         print(f"-- {variant}")
         students[variant] = run_train(cfg, "train-student")
+    pretrain_val = {}
+    for variant, res in students.items():  # the pre-training task itself, on held-out third-person clips
+        cfg = stage_config("evaluate", f"pretrain-{variant}", {
+            "checkpoint": res["checkpoint"], "manifest": str(kin_csv), "video_root": str(kin_videos),
+            "out": str(wd / "metrics" / f"pretrain-{variant}.json"), "split": "val",
+        })
+        pretrain_val[variant] = run_evaluate(cfg)
     timings["train_student"] = time.time() - t
 
     t = step("5/6 fine-tune on the first-person (ego) clips: scratch, baseline, Ego-Exo")
@@ -114,6 +121,7 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2) -> dict:
         "results": {v: {"mAP": r["mAP"], "chance_mAP": r["chance_mAP"], "clips": r["clips"],
                         "checkpoint": finetuned[v]["checkpoint"]} for v, r in results.items()},
         "pretrained_checkpoints": {v: s["checkpoint"] for v, s in students.items()},
+        "pretrain_val_top1": {v: r["top1"] for v, r in pretrain_val.items()},
         "signals_store": str(store),
         "teachers": teachers["metrics"],
         "extract": {"ok": extract.ok, "failed": extract.failed},
@@ -132,6 +140,9 @@ def print_table(summary: dict) -> None:
         print(f"{names[v]:<26}{100 * r['mAP']:>10.2f}")
     chance = next(iter(summary["results"].values()))["chance_mAP"]
     print(f"{'chance':<26}{100 * chance:>10.2f}")
+    top1 = summary["pretrain_val_top1"]
+    print("\npre-training task (third-person val clips, top-1): "
+          + ", ".join(f"{v} {100 * a:.1f}" for v, a in top1.items()))
     print("\nteachers (held-out):", json.dumps(summary["teachers"]))
     print(f"signals store: {summary['signals_store']}")
     print(f"total time: {summary['seconds']['total']:.0f} s  ({', '.join(f'{k} {v:.0f}s' for k, v in summary['seconds'].items() if k != 'total')})")
