@@ -207,8 +207,8 @@ def check_manifest(
     """Parse ``path`` row by row and check it against the videos under ``video_root``.
 
     Malformed rows are collected, not raised. Raises ``ManifestError`` only when the file
-    itself cannot be read (missing, unknown format); a bad header is reported as line 1's
-    problem. With ``probe_videos`` each distinct
+    itself cannot be read (missing, unknown format); a header without the needed columns is
+    reported as the one unreadable row. With ``probe_videos`` each distinct
     video found is opened with PyAV (header only) and must have a video stream.
     """
     path = Path(path)

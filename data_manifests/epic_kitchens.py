@@ -61,7 +61,7 @@ def _find_video_info(path: Path, video_root: str | Path | None) -> Path | None:
 
 
 def frames_fps(video_id: str) -> float:
-    """The frame rate of a video's released ``rgb_frames`` and of its rows' frame numbers: 50 for the extension, else 60."""
+    """The rate of a video's released ``rgb_frames`` and of its frame numbers: 50 for extension videos, else 60."""
     return 50.0 if _EXTENSION_VIDEO.fullmatch(video_id) else 60.0
 
 
@@ -70,6 +70,13 @@ def _split_from_name(path: Path) -> str:
     if "validation" in stem or stem.endswith("_val"):
         return "validation"
     return "test" if "test" in stem else "train"
+
+
+def _timestamp(r: dict[str, str], column: str) -> float:
+    try:
+        return parse_timestamp(r[column])
+    except ValueError:
+        raise ValueError(f"{column} {r[column]!r} is not a HH:MM:SS.ss timestamp") from None
 
 
 def _class_index(value: str, column: str, n: int) -> int:
@@ -88,8 +95,7 @@ def _clip(r: dict[str, str], n_verbs: int, n_nouns: int, split: str, video_fps: 
         if not r[column]:
             raise ValueError(f"empty {column}")
     participant, video_id = r["participant_id"], r["video_id"]
-    start = parse_timestamp(r["start_timestamp"])
-    end = parse_timestamp(r["stop_timestamp"])
+    start, end = _timestamp(r, "start_timestamp"), _timestamp(r, "stop_timestamp")
     if end < start:
         raise ValueError(f"stop_timestamp {r['stop_timestamp']} is before start_timestamp {r['start_timestamp']}")
     frames = {}
@@ -98,8 +104,7 @@ def _clip(r: dict[str, str], n_verbs: int, n_nouns: int, split: str, video_fps: 
             if not r[column].isdigit():
                 raise ValueError(f"{column} {r[column]!r} is not a frame number")
             frames[column] = int(r[column])
-    labelled = bool(r.get("verb_class"))
-    verb = _class_index(r["verb_class"], "verb_class", n_verbs) if labelled else None
+    verb = _class_index(r["verb_class"], "verb_class", n_verbs) if r.get("verb_class") else None
     noun = _class_index(r["noun_class"], "noun_class", n_nouns) if r.get("noun_class") else None
     try:
         all_nouns = tuple(int(i) for i in json.loads(r["all_noun_classes"])) if r.get("all_noun_classes") else ()
@@ -158,7 +163,7 @@ def scan_epic100_csv(
             problems.append((line_no, str(e)))
 
     problems.sort()
-    table = ClipTable(clips, verb_classes, multilabel=False, format="epic100", source=str(path), source_sha256=file_sha256(path))
+    table = ClipTable(clips, verb_classes, False, "epic100", str(path), file_sha256(path))
     return table, lines, problems
 
 

@@ -33,7 +33,7 @@ def raise_first(path: str | Path, scan: Scan) -> ClipTable:
 
 
 def _csv_records(path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    """``(line, fields)`` of each non-blank CSV record; ``line`` is where the record starts (quoted fields may span lines)."""
+    """``(line, fields)`` of each non-blank CSV record; ``line`` is where it starts (a quoted field may span lines)."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         end_of_previous = 0
@@ -43,11 +43,13 @@ def _csv_records(path: str | Path) -> Iterator[tuple[int, list[str]]]:
                 yield line_no, [v.strip() for v in fields]
 
 
-def scan_csv_rows(path: str | Path, required: tuple[str, ...]) -> tuple[list[tuple[int, dict[str, str]]], list[Problem]]:
+def scan_csv_rows(
+    path: str | Path, required: tuple[str, ...]
+) -> tuple[list[tuple[int, dict[str, str]]], list[Problem]]:
     """Like ``table.read_csv_rows``, but a row with the wrong number of fields becomes a problem, not an error.
 
-    A missing file, an empty file or a header without a ``required`` column still raise
-    ``ManifestError``: nothing in the file can be read then.
+    An empty file or a header without a ``required`` column still raise ``ManifestError``:
+    nothing in the file can be read then.
     """
     records = _csv_records(path)
     first = next(records, None)
@@ -178,7 +180,8 @@ def scan_generic_csv(path: str | Path, classes: list[str] | None = None, *, spli
             columns = tuple(f.lower() for f in fields)
             continue
         if len(fields) > len(columns) or len(fields) < 2:
-            problems.append((line_no, f"expected 2 to {len(columns)} fields ({','.join(columns)}), found {len(fields)}"))
+            expected = f"expected 2 to {len(columns)} fields ({','.join(columns)})"
+            problems.append((line_no, f"{expected}, found {len(fields)}"))
             continue
         row = dict(zip(columns, fields))
         video = row.get("path", "")
