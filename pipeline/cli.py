@@ -110,6 +110,19 @@ def cmd_make_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from data_manifests.check import check_manifest
+    from data_manifests.table import ManifestError
+
+    try:
+        report = check_manifest(args.manifest, args.video_root, args.format, probe_videos=args.probe)
+    except (ManifestError, FileNotFoundError) as e:
+        raise PipelineError(str(e)) from None
+    print(report.summary())
+    problems = not report.ok or bool(report.missing)
+    return 1 if args.strict and problems else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -154,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--scale", type=float, default=1.0, help="multiply the number of clips (default: 1.0)")
     md.set_defaults(func=cmd_make_demo)
+    ck = dsub.add_parser("check", help="validate a manifest against the disk before spending GPU hours",
+                         description="Parse a manifest row by row and compare it with the videos on disk: rows, "
+                         "classes, per-split counts, missing files, duplicate ids and unreadable rows, each with "
+                         "its line number. Missing files are expected in Kinetics downloads and only reported; "
+                         "with --strict any problem exits 1.",
+                         epilog="examples:\n  pipeline data check --manifest kinetics400/train.csv --video-root kinetics400/videos\n"
+                         "  pipeline data check --manifest EPIC_100_train.csv --video-root EPIC-KITCHENS --probe --strict",
+                         formatter_class=fmt)
+    ck.add_argument("--manifest", required=True)
+    ck.add_argument("--video-root", required=True)
+    ck.add_argument("--format", default="auto", help="auto (default), kinetics, charades_ego, epic100, generic, pyslowfast")
+    ck.add_argument("--probe", action="store_true", help="also open every video and check it has a video stream")
+    ck.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
+    ck.set_defaults(func=cmd_data_check)
 
     run = sub.add_parser("run", help="run one pipeline stage from a YAML config", description="Run one pipeline stage.",
                          epilog="examples:\n  pipeline run extract-teachers --config cfg.yaml --workers 4\n"

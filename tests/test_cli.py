@@ -50,3 +50,31 @@ def test_distillation_without_store_is_refused(tmp_path):
 def test_inspect_missing_store():
     r = run_cli("inspect", "/nonexistent/store.zarr")
     assert r.returncode == 1 and "signals store not found" in r.stderr
+
+
+def test_data_check_reports_lines_and_exits_nonzero_only_when_strict(tmp_path):
+    from pipeline.io.video import write_video
+    import numpy as np
+
+    videos = tmp_path / "videos"
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    for yid in ("aaaaaaaaaaa", "bbbbbbbbbbb"):
+        write_video(videos / "train" / f"{yid}_000010_000020.mp4", frames, fps=4)
+    csv = tmp_path / "train.csv"
+    csv.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,aaaaaaaaaaa,10,20,train\n"  # line 2: fine (under train/)
+        "abseiling,bbbbbbbbbbb,10,20,train\n"  # line 3: fine
+        "archery,ccccccccccc,5,15,train\n"  # line 4: missing file
+        "archery,aaaaaaaaaaa,10,20,train\n"  # line 5: duplicate of line 2
+        "archery,ddddddddddd,ten,20,train\n"  # line 6: bad timestamp
+        "archery,eeeeeeeeeee,10\n"  # line 7: malformed row
+    )
+    r = run_cli("data", "check", "--manifest", str(csv), "--video-root", str(videos))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for line in ("4", "5", "6", "7"):
+        assert f"line {line}" in out, out
+    assert "ccccccccccc" in out
+    strict = run_cli("data", "check", "--manifest", str(csv), "--video-root", str(videos), "--strict")
+    assert strict.returncode == 1

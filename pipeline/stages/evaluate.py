@@ -28,6 +28,9 @@ class EvaluateConfig:
         for key in ("checkpoint", "manifest", "video_root", "out"):
             if not getattr(self, key):
                 raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        from pipeline.stages.train import check_manifest_format
+
+        check_manifest_format(self.manifest_format)
         if self.views < 1:
             raise ValueError("'views' must be at least 1")
 
@@ -35,7 +38,7 @@ class EvaluateConfig:
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     import torch
 
-    from data_manifests.formats import resolve_video
+    from data_manifests.formats import clip_frame_rate, resolve_video
     from pipeline.stages.train import build_model, load_checkpoint, select_rows
     from student.dataset import ClipDataset, ClipRef
     from student.train import evaluate_scores, predict
@@ -56,7 +59,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         if path is None:
             missing += 1
             continue
-        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i))
+        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i,
+                             clip_frame_rate(table, table[i], path)))
     if not clips:
         raise PipelineError(f"no videos to evaluate under {cfg.video_root}")
     model = build_model(ckpt["model_args"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import dump_config
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.stages.common import load_table, pick_device, progress
 
 TEACHER_KINDS = ("ego", "object", "handobj")
@@ -52,6 +52,9 @@ class ExtractConfig:
         for key in ("manifest", "video_root", "out"):
             if not getattr(self, key):
                 raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        from pipeline.stages.train import check_manifest_format
+
+        check_manifest_format(self.manifest_format)
         if not any(getattr(self.teachers, k) for k in TEACHER_KINDS):
             raise ValueError("no teacher weights given: set at least one of teachers.ego, teachers.object, teachers.handobj")
         if not 0.0 <= self.max_failed_fraction <= 1.0:
@@ -105,23 +108,25 @@ class ShardWorker:
         self.num_frames = self.store.num_frames
         self.batch_clips = batch_clips
 
-    def run_shard(self, start: int, stop: int, clips: list[tuple[str | None, float, float | None]]) -> dict:
+    def run_shard(self, start: int, stop: int, clips: list[tuple[str | None, float, float | None, float | None]]) -> dict:
+        """``clips``: (video path or None when missing, start, end, frame rate of a frames folder or None)."""
         from pipeline.io.store import FAILED, OK
         from pipeline.io.video import VideoReadError, probe, read_frames, sample_times
+        from student.dataset import frame_folder_kwargs
 
         n, F, S = stop - start, self.num_frames, self.size
         frames = np.zeros((n, F, S, S, 3), dtype=np.uint8)
         frame_time = np.full((n, F), np.nan, dtype=np.float32)
         status = np.full(n, FAILED, dtype=np.uint8)
         errors = [""] * n
-        for i, (path, t0, t1) in enumerate(clips):
+        for i, (path, t0, t1, rate) in enumerate(clips):
             if path is None:
                 errors[i] = "video file not found"
                 continue
             try:
                 end = t1 if t1 is not None else (probe(path).duration or F / self.fps)
                 times = sample_times(t0, end, self.fps)[:F]
-                got = read_frames(path, times, size=(S, S))
+                got = read_frames(path, times, size=(S, S), **frame_folder_kwargs(rate))
             except VideoReadError as e:
                 errors[i] = e.reason
                 continue
@@ -148,7 +153,7 @@ class ShardWorker:
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` rows failed."""
-    from data_manifests.formats import resolve_video
+    from data_manifests.formats import clip_frame_rate, resolve_video
     from pipeline.io.store import FAILED, OK, check_provenance, create_store, open_store
     from teachers.base import load_teacher
 
@@ -193,7 +198,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     skipped = len(store.shards()) - len(pending)
     resolved = [resolve_video(table, c, cfg.video_root) for c in table]
     jobs = [
-        (a, b, [(str(resolved[i]) if resolved[i] else None, table[i].start, table[i].end) for i in range(a, b)])
+        (a, b, [(str(resolved[i]) if resolved[i] else None, table[i].start, table[i].end,
+                 clip_frame_rate(table, table[i], resolved[i]) if resolved[i] else None) for i in range(a, b)])
         for a, b in pending
     ]
     if jobs:

@@ -54,6 +54,7 @@ class TrainConfig:
         for key in ("manifest", "video_root", "out"):
             if not getattr(self, key):
                 raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        check_manifest_format(self.manifest_format)
         distil = {k: getattr(self.loss, k) for k in ("ego", "object", "hand_map", "object_map")}
         if any(v < 0 for v in distil.values()) or self.loss.action < 0:
             raise ValueError("loss weights must be >= 0")
@@ -64,6 +65,13 @@ class TrainConfig:
             raise ValueError("loss.hand_map/object_map > 0 needs model.interaction_maps: true")
         if self.optim.epochs < 1 or self.optim.batch_size < 1:
             raise ValueError("optim.epochs and optim.batch_size must be at least 1")
+
+
+def check_manifest_format(name: str) -> None:
+    from data_manifests.formats import FORMATS
+
+    if name not in FORMATS:
+        raise ValueError(f"'manifest_format' must be one of {list(FORMATS)}, got {name!r}")
 
 
 def pretrain_defaults() -> TrainConfig:
@@ -134,7 +142,7 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
     """Train (or fine-tune) a student; writes ``checkpoint.pt``, ``history.json`` and the config to ``out``."""
     import torch
 
-    from data_manifests.formats import resolve_video
+    from data_manifests.formats import clip_frame_rate, resolve_video
     from pipeline.io.store import OK, open_store
     from student.dataset import ClipDataset, ClipRef
     from student.train import fit, save_checkpoint
@@ -183,7 +191,8 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         if path is None:
             missing.append(table[i].clip_id)
             continue
-        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i))
+        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i,
+                             clip_frame_rate(table, table[i], path)))
     if missing:
         print(f"{stage}: {len(missing)} videos missing on disk, e.g. {missing[:3]}")
     if not clips:
