@@ -166,3 +166,21 @@ def test_generic_manifest_through_config(tiny_world, teachers, tmp_path):
     ])
     out = run_train(cfg)
     assert out["clips"] == 6 and "loss_object" in out["history"][0]
+
+
+def test_inspect_summary_verify_and_picture(store, tmp_path, capsys):
+    import cv2
+
+    from pipeline.inspect import inspect_store, signal_stats
+
+    path, result, _ = store
+    clip = str(open_store(path).clip_ids()[0])
+    code = inspect_store(str(path), verify=True, clip=clip, out=str(tmp_path / "c.png"))
+    out = capsys.readouterr().out
+    assert code == 0 and "verify: ok" in out and "object/logits" in out
+    img = cv2.imread(str(tmp_path / "c.png"))
+    assert img.shape[1] > img.shape[0] * 4  # a strip of the clip's teacher frames
+    stats = signal_stats(path)
+    assert stats["ok"] == result.ok and stats["frames_per_clip"] == 8
+    assert 0.0 <= stats["ego_prob_mean"] <= 1.0
+    assert sum(stats["object_top1_hist"]) == result.ok * 8  # one top-1 per valid teacher frame
