@@ -11,14 +11,6 @@ from student.backbones import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # On the 2-core CI machine, two intra-op threads stall (~100x slower) whenever another
-    # process holds a core; one thread keeps these tiny models fast either way.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 # Input clip length per registered backbone (the SlowFast ones take alpha x the slow frames).
 CLIP_FRAMES = {"slow_r50": 8, "slow_r101": 8, "slow_tiny": 8,

@@ -5,14 +5,6 @@ from student.backbones import create_backbone
 from student.heads import EgoExoStudent, load_pyslowfast_checkpoint, to_pyslowfast_state_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # On the 2-core CI machine, two intra-op threads stall (~100x slower) whenever another
-    # process holds a core; one thread keeps these tiny models fast either way.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_student(name="slow_tiny", seed=0, **kwargs):

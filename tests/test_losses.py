@@ -11,14 +11,6 @@ from student.losses import PAPER_TEMPERATURE, PAPER_WEIGHTS, distillation_kl, eg
 ONES = dict(action=1.0, ego=1.0, object=1.0, hand_map=1.0, object_map=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # On the 2-core CI machine, two intra-op threads stall (~100x slower) whenever another
-    # process holds a core; one thread keeps these tiny models fast either way.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_paper_weights_from_the_ego_exo_configs():
