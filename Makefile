@@ -21,7 +21,7 @@ test: setup
 	PIPELINE_NO_PROGRESS=1 $(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_reader.py
 
 clean:
 	rm -rf demo-run .pytest_cache

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .table import Clip, ClipTable, ManifestError, file_sha256, read_csv_rows
+from .table import Clip, ClipTable, ManifestError, Scan, file_sha256, parse_rows, raise_first, scan_csv_rows
+from .table import split_from_name
 
 EGO_SUFFIX = "EGO"
 _CLASS_ID = re.compile(r"c\d{3}")
@@ -36,7 +37,8 @@ def read_charades_classes(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def _parse_actions(text: str, path: str | Path, line_no: int) -> list[tuple[str, float, float]]:
+def _parse_actions(text: str) -> list[tuple[str, float, float]]:
+    """``[(class id, start, end), ...]`` from an ``actions`` value (ValueError naming a bad item)."""
     actions = []
     for item in filter(None, (a.strip() for a in text.split(";"))):
         parts = item.split()
@@ -45,14 +47,61 @@ def _parse_actions(text: str, path: str | Path, line_no: int) -> list[tuple[str,
             if len(parts) != 3 or not _CLASS_ID.fullmatch(cid):
                 raise ValueError
         except (ValueError, IndexError):
-            raise ManifestError(f"{path}:{line_no}: action {item!r} is not 'cNNN start end'") from None
+            raise ValueError(f"action {item!r} is not 'cNNN start end'") from None
         actions.append((cid, start, end))
     return actions
 
 
-def _split_from_name(path: str | Path) -> str:
-    stem = Path(path).stem.lower()
-    return "test" if stem.endswith("test") or "_test" in stem else "train"
+def _clip(r: dict[str, str], actions: list[tuple[str, float, float]], index: dict[str, int], split: str) -> Clip:
+    """One annotation row and its parsed actions -> Clip (ValueError with the reason for a bad row)."""
+    vid = r["id"]
+    if not vid:
+        raise ValueError("empty id")
+    try:
+        length = float(r["length"])
+    except ValueError:
+        raise ValueError(f"length {r['length']!r} is not a number") from None
+    unknown = sorted({cid for cid, _, _ in actions if cid not in index})
+    if unknown:
+        raise ValueError(f"action class(es) {', '.join(unknown)} not in the class list")
+    egocentric = r.get("egocentric", "").lower()
+    if egocentric in ("yes", "no"):
+        ego = egocentric == "yes"
+    elif egocentric:
+        raise ValueError(f"egocentric {r['egocentric']!r} is not Yes or No")
+    else:
+        ego = vid.endswith(EGO_SUFFIX)
+    action_idx = [(index[cid], start, end) for cid, start, end in actions]
+    return Clip(
+        clip_id=vid,
+        path=f"{vid}.mp4",
+        start=0.0,
+        end=length,
+        labels=tuple(sorted({i for i, _, _ in action_idx})),
+        split=split,
+        extras={
+            "ego": ego,
+            "actions": action_idx,
+            "pair": vid[: -len(EGO_SUFFIX)] if vid.endswith(EGO_SUFFIX) else vid,
+            "charades_video": r.get("charades_video") or None,
+            "scene": r.get("scene") or None,
+            "script": r.get("script") or None,
+        },
+    )
+
+
+def scan_charades_ego_csv(path: str | Path, classes: list[str] | None = None, *, split: str | None = None) -> Scan:
+    """Tolerant parse: ``(table, lines, problems)`` as in ``data_manifests.table``; see ``read_charades_ego_csv``."""
+    rows, problems = scan_csv_rows(path, ("id", "actions", "length"))
+    parsed, parsed_lines = parse_rows(rows, lambda r: (r, _parse_actions(r["actions"])), problems)
+    if classes is None:
+        top = max((int(cid[1:]) for _, acts in parsed for cid, _, _ in acts), default=-1)
+        classes = [f"c{i:03d}" for i in range(top + 1)]
+    index = {cid: i for i, cid in enumerate(classes)}
+    split = split or split_from_name(path, ("test",))
+    clips, lines = parse_rows(zip(parsed_lines, parsed), lambda p: _clip(*p, index, split), problems)
+    table = ClipTable(clips, list(classes), True, "charades_ego", str(path), file_sha256(path))
+    return table, lines, sorted(problems)
 
 
 def read_charades_ego_csv(
@@ -69,59 +118,7 @@ def read_charades_ego_csv(
     ``extras`` hold ``ego`` (from ``egocentric``, or the ``EGO`` id suffix when that
     column is blank), ``actions`` as ``[(class_index, start, end), ...]``, ``pair``
     (the id shared by both views of a script: the id without ``EGO``) and the raw
-    ``charades_video``, ``scene`` and ``script``.
+    ``charades_video``, ``scene`` and ``script``. A bad row raises ``ManifestError``
+    naming the file and 1-based line.
     """
-    rows = list(read_csv_rows(path, ("id", "actions", "length")))
-    parsed = [(line_no, r, _parse_actions(r["actions"], path, line_no)) for line_no, r in rows]
-    if classes is None:
-        top = max((int(cid[1:]) for _, _, acts in parsed for cid, _, _ in acts), default=-1)
-        classes = [f"c{i:03d}" for i in range(top + 1)]
-    index = {cid: i for i, cid in enumerate(classes)}
-    split = split or _split_from_name(path)
-
-    clips = []
-    for line_no, r, actions in parsed:
-        vid = r["id"]
-        if not vid:
-            raise ManifestError(f"{path}:{line_no}: empty id")
-        try:
-            length = float(r["length"])
-        except ValueError:
-            raise ManifestError(f"{path}:{line_no}: length {r['length']!r} is not a number") from None
-        unknown = sorted({cid for cid, _, _ in actions if cid not in index})
-        if unknown:
-            raise ManifestError(f"{path}:{line_no}: action class(es) {', '.join(unknown)} not in the class list")
-        egocentric = r.get("egocentric", "").lower()
-        if egocentric in ("yes", "no"):
-            ego = egocentric == "yes"
-        elif egocentric:
-            raise ManifestError(f"{path}:{line_no}: egocentric {r['egocentric']!r} is not Yes or No")
-        else:
-            ego = vid.endswith(EGO_SUFFIX)
-        action_idx = [(index[cid], start, end) for cid, start, end in actions]
-        clips.append(
-            Clip(
-                clip_id=vid,
-                path=f"{vid}.mp4",
-                start=0.0,
-                end=length,
-                labels=tuple(sorted({i for i, _, _ in action_idx})),
-                split=split,
-                extras={
-                    "ego": ego,
-                    "actions": action_idx,
-                    "pair": vid[: -len(EGO_SUFFIX)] if vid.endswith(EGO_SUFFIX) else vid,
-                    "charades_video": r.get("charades_video") or None,
-                    "scene": r.get("scene") or None,
-                    "script": r.get("script") or None,
-                },
-            )
-        )
-    return ClipTable(
-        clips,
-        list(classes),
-        multilabel=True,
-        format="charades_ego",
-        source=str(path),
-        source_sha256=file_sha256(path),
-    )
+    return raise_first(path, scan_charades_ego_csv(path, classes, split=split))

@@ -10,9 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .charades_ego import scan_charades_ego_csv
 from .formats import FORMATS, detect_format, resolve_video
-from .generic import Scan, scan_csv_rows, scan_generic_csv, scan_pyslowfast_list
-from .table import Clip, ClipTable, ManifestError, file_sha256
+from .generic import scan_generic_csv, scan_pyslowfast_list
+from .kinetics import scan_kinetics_csv
+from .table import Clip, ManifestError, Scan
 
 EXAMPLES = 10
 
@@ -73,92 +75,6 @@ class CheckReport:
             lines += [f"  line {ln}: {p}: {reason}" for ln, p, reason in self.unreadable_videos[:examples]]
         lines.append("result: " + ("OK" if self.ok else "PROBLEMS"))
         return "\n".join(lines)
-
-
-# The Kinetics and Charades-Ego readers stop at the first bad row, so their row checks are
-# repeated here row by row, built from the same helpers (tests hold both to the same clips).
-# Moving these scans into kinetics.py / charades_ego.py would let the readers share them.
-
-
-def _reason(err: ManifestError, path: Path, line_no: int) -> str:
-    return str(err).removeprefix(f"{path}:{line_no}: ")
-
-
-def scan_kinetics_csv(path: Path, classes: list[str] | None = None) -> Scan:
-    """Row-by-row ``read_kinetics_csv``: ``(table, lines, problems)``."""
-    from .kinetics import _whole_seconds, kinetics_clip_id
-
-    rows, problems = scan_csv_rows(path, ("youtube_id", "time_start", "time_end", "split"))
-    if classes is None:
-        classes = sorted({r["label"] for _, r in rows if r.get("label")})
-    index = {name: i for i, name in enumerate(classes)}
-    clips, lines = [], []
-    for line_no, r in rows:
-        try:
-            if not r["youtube_id"]:
-                raise ManifestError("empty youtube_id")
-            start = _whole_seconds(r["time_start"], "time_start", path, line_no)
-            end = _whole_seconds(r["time_end"], "time_end", path, line_no)
-            if end <= start:
-                raise ManifestError(f"time_end {end} is not after time_start {start}")
-            label = r.get("label") or None
-            if label is not None and label not in index:
-                raise ManifestError(f"label {label!r} is not one of the {len(classes)} classes")
-            if not r["split"]:
-                raise ManifestError("empty split")
-        except ManifestError as e:
-            problems.append((line_no, _reason(e, path, line_no)))
-            continue
-        clip_id = kinetics_clip_id(r["youtube_id"], start, end)
-        extras = {"label_name": label, "youtube_id": r["youtube_id"], "time_start": start, "time_end": end}
-        labels = () if label is None else (index[label],)
-        clips.append(Clip(clip_id, f"{clip_id}.mp4", 0.0, float(end - start), labels, r["split"], extras))
-        lines.append(line_no)
-    table = ClipTable(clips, list(classes), False, "kinetics", str(path), file_sha256(path))
-    return table, lines, sorted(problems)
-
-
-def scan_charades_ego_csv(path: Path, classes: list[str] | None = None) -> Scan:
-    """Row-by-row ``read_charades_ego_csv`` (ids, spans, labels, ego flag): ``(table, lines, problems)``."""
-    from .charades_ego import EGO_SUFFIX, _parse_actions, _split_from_name
-
-    rows, problems = scan_csv_rows(path, ("id", "actions", "length"))
-    parsed = []
-    for line_no, r in rows:
-        try:
-            parsed.append((line_no, r, _parse_actions(r["actions"], path, line_no)))
-        except ManifestError as e:
-            problems.append((line_no, _reason(e, path, line_no)))
-    if classes is None:
-        top = max((int(cid[1:]) for _, _, acts in parsed for cid, _, _ in acts), default=-1)
-        classes = [f"c{i:03d}" for i in range(top + 1)]
-    index = {cid: i for i, cid in enumerate(classes)}
-    split = _split_from_name(path)
-    clips, lines = [], []
-    for line_no, r, actions in parsed:
-        vid, egocentric = r["id"], r.get("egocentric", "").lower()
-        try:
-            if not vid:
-                raise ManifestError("empty id")
-            try:
-                length = float(r["length"])
-            except ValueError:
-                raise ManifestError(f"length {r['length']!r} is not a number") from None
-            unknown = sorted({cid for cid, _, _ in actions if cid not in index})
-            if unknown:
-                raise ManifestError(f"action class(es) {', '.join(unknown)} not in the class list")
-            if egocentric not in ("yes", "no", ""):
-                raise ManifestError(f"egocentric {r['egocentric']!r} is not Yes or No")
-        except ManifestError as e:
-            problems.append((line_no, str(e)))
-            continue
-        ego = egocentric == "yes" if egocentric else vid.endswith(EGO_SUFFIX)
-        action_idx = [(index[cid], s, e) for cid, s, e in actions]
-        labels = tuple(sorted({i for i, _, _ in action_idx}))
-        clips.append(Clip(vid, f"{vid}.mp4", 0.0, length, labels, split, {"ego": ego, "actions": action_idx}))
-        lines.append(line_no)
-    table = ClipTable(clips, list(classes), True, "charades_ego", str(path), file_sha256(path))
-    return table, lines, sorted(problems)
 
 
 def _scan(path: Path, fmt: str, video_root: str | Path | None, classes: list[str] | None) -> Scan:

@@ -1,82 +1,17 @@
 """Plain video lists -> ClipTable: a generic ``path,label[,start,end]`` CSV and PySlowFast's ``path label`` lists.
 
-Also the row-by-row CSV reader the tolerant scanners share (``scan_csv_rows``).
-
-Every reader here comes in two forms: ``scan_*`` parses tolerantly and returns
-``(table, lines, problems)`` — the clips of the good rows, each clip's 1-based line,
-and ``(line, reason)`` for every row it skipped — and ``read_*`` returns the table,
-raising ``ManifestError`` on the first problem. ``data_manifests.check`` uses the scans.
+Each comes as ``scan_*`` (tolerant) and ``read_*`` (strict); see ``data_manifests.table``.
 """
 from __future__ import annotations
 
-import csv
 import math
 from collections import Counter
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
-from .table import Clip, ClipTable, ManifestError, file_sha256
-
-Problem = tuple[int, str]  # (1-based line, reason)
-Scan = tuple[ClipTable, list[int], list[Problem]]
+from .table import Clip, ClipTable, Problem, Scan, csv_records, file_sha256, raise_first, split_from_name
+from .table import scan_csv_rows  # noqa: F401  (epic_kitchens imports Scan, raise_first and this from here)
 
 GENERIC_COLUMNS = ("path", "label", "start", "end")
-
-
-def raise_first(path: str | Path, scan: Scan) -> ClipTable:
-    """The scanned table, or ``ManifestError`` for the first problem (the strict readers' behaviour)."""
-    table, _, problems = scan
-    if problems:
-        line_no, reason = min(problems)
-        raise ManifestError(f"{path}:{line_no}: {reason}")
-    return table
-
-
-def _csv_records(path: str | Path) -> Iterator[tuple[int, list[str]]]:
-    """``(line, fields)`` of each non-blank CSV record; ``line`` is where it starts (a quoted field may span lines)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        end_of_previous = 0
-        for fields in reader:
-            line_no, end_of_previous = end_of_previous + 1, reader.line_num
-            if fields and any(v.strip() for v in fields):
-                yield line_no, [v.strip() for v in fields]
-
-
-def scan_csv_rows(
-    path: str | Path, required: tuple[str, ...]
-) -> tuple[list[tuple[int, dict[str, str]]], list[Problem]]:
-    """Like ``table.read_csv_rows``, but a row with the wrong number of fields becomes a problem, not an error.
-
-    An empty file or a header without a ``required`` column still raise ``ManifestError``:
-    nothing in the file can be read then.
-    """
-    records = _csv_records(path)
-    first = next(records, None)
-    if first is None:
-        raise ManifestError(f"{path}:1: empty file, expected a header with columns {', '.join(required)}")
-    header_line, header = first
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ManifestError(
-            f"{path}:{header_line}: header lacks column(s) {', '.join(missing)} (found {', '.join(header)})"
-        )
-    rows, problems = [], []
-    for line_no, fields in records:
-        if len(fields) != len(header):
-            problems.append((line_no, f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}"))
-        else:
-            rows.append((line_no, dict(zip(header, fields))))
-    return rows, problems
-
-
-def split_from_name(path: str | Path) -> str:
-    """``val``/``test``/``train`` from a manifest's file name (``val.csv``, ``kinetics_test.csv``, ...)."""
-    stem = Path(path).stem.lower()
-    for split in ("val", "test"):
-        if stem == split or stem.startswith(split + "_") or f"_{split}" in stem or f"-{split}" in stem:
-            return split
-    return "train"
 
 
 def _seconds(value: str, column: str) -> float | None:
@@ -175,7 +110,7 @@ def scan_generic_csv(path: str | Path, classes: list[str] | None = None, *, spli
     """Tolerant parse of a generic CSV; see ``read_generic_csv``."""
     records, problems = [], []
     columns = GENERIC_COLUMNS  # positional unless the file has a header
-    for k, (line_no, fields) in enumerate(_csv_records(path)):
+    for k, (line_no, fields) in enumerate(csv_records(path)):
         if k == 0 and _is_generic_header(fields):
             columns = tuple(f.lower() for f in fields)
             continue

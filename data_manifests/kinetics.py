@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .table import Clip, ClipTable, ManifestError, file_sha256, read_csv_rows
+from .table import Clip, ClipTable, Scan, file_sha256, parse_rows, raise_first, scan_csv_rows
 
+REQUIRED = ("youtube_id", "time_start", "time_end", "split")
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv")
 
 
@@ -21,14 +22,54 @@ def kinetics_clip_id(youtube_id: str, time_start: int, time_end: int) -> str:
     return f"{youtube_id}_{time_start:06d}_{time_end:06d}"
 
 
-def _whole_seconds(value: str, column: str, path: str | Path, line_no: int) -> int:
+def _whole_seconds(value: str, column: str) -> int:
     try:
         seconds = float(value)
     except ValueError:
-        raise ManifestError(f"{path}:{line_no}: {column} {value!r} is not a number") from None
+        raise ValueError(f"{column} {value!r} is not a number") from None
     if not seconds.is_integer() or seconds < 0:
-        raise ManifestError(f"{path}:{line_no}: {column} {value!r} is not a whole number of seconds >= 0")
+        raise ValueError(f"{column} {value!r} is not a whole number of seconds >= 0")
     return int(seconds)
+
+
+def _clip(r: dict[str, str], index: dict[str, int], n_classes: int) -> Clip:
+    """One annotation row -> Clip (ValueError with the reason for a bad row)."""
+    youtube_id = r["youtube_id"]
+    if not youtube_id:
+        raise ValueError("empty youtube_id")
+    start = _whole_seconds(r["time_start"], "time_start")
+    end = _whole_seconds(r["time_end"], "time_end")
+    if end <= start:
+        raise ValueError(f"time_end {end} is not after time_start {start}")
+    label = r.get("label") or None
+    if label is not None and label not in index:
+        raise ValueError(f"label {label!r} is not one of the {n_classes} classes")
+    if not r["split"]:
+        raise ValueError("empty split")
+    clip_id = kinetics_clip_id(youtube_id, start, end)
+    extras = {"label_name": label, "youtube_id": youtube_id, "time_start": start, "time_end": end}
+    if r.get("is_cc"):
+        extras["is_cc"] = int(r["is_cc"]) if r["is_cc"].isdigit() else r["is_cc"]
+    return Clip(
+        clip_id=clip_id,
+        path=f"{clip_id}.mp4",
+        start=0.0,
+        end=float(end - start),
+        labels=() if label is None else (index[label],),
+        split=r["split"],
+        extras=extras,
+    )
+
+
+def scan_kinetics_csv(path: str | Path, classes: list[str] | None = None) -> Scan:
+    """Tolerant parse: ``(table, lines, problems)`` as in ``data_manifests.table``; see ``read_kinetics_csv``."""
+    rows, problems = scan_csv_rows(path, REQUIRED)
+    if classes is None:
+        classes = sorted({r["label"] for _, r in rows if r.get("label")})
+    index = {name: i for i, name in enumerate(classes)}
+    clips, lines = parse_rows(rows, lambda r: _clip(r, index, len(classes)), problems)
+    table = ClipTable(clips, list(classes), False, "kinetics", str(path), file_sha256(path))
+    return table, lines, sorted(problems)
 
 
 def read_kinetics_csv(path: str | Path, classes: list[str] | None = None) -> ClipTable:
@@ -39,48 +80,7 @@ def read_kinetics_csv(path: str | Path, classes: list[str] | None = None) -> Cli
     label is not in ``classes``, or with a bad id or span, raises ``ManifestError``
     naming the file and 1-based line. Rows without a label (test CSVs) get no labels.
     """
-    rows = list(read_csv_rows(path, ("youtube_id", "time_start", "time_end", "split")))
-    if classes is None:
-        classes = sorted({r["label"] for _, r in rows if r.get("label")})
-    index = {name: i for i, name in enumerate(classes)}
-
-    clips = []
-    for line_no, r in rows:
-        youtube_id = r["youtube_id"]
-        if not youtube_id:
-            raise ManifestError(f"{path}:{line_no}: empty youtube_id")
-        start = _whole_seconds(r["time_start"], "time_start", path, line_no)
-        end = _whole_seconds(r["time_end"], "time_end", path, line_no)
-        if end <= start:
-            raise ManifestError(f"{path}:{line_no}: time_end {end} is not after time_start {start}")
-        label = r.get("label") or None
-        if label is not None and label not in index:
-            raise ManifestError(f"{path}:{line_no}: label {label!r} is not one of the {len(classes)} classes")
-        if not r["split"]:
-            raise ManifestError(f"{path}:{line_no}: empty split")
-        clip_id = kinetics_clip_id(youtube_id, start, end)
-        extras = {"label_name": label, "youtube_id": youtube_id, "time_start": start, "time_end": end}
-        if r.get("is_cc"):
-            extras["is_cc"] = int(r["is_cc"]) if r["is_cc"].isdigit() else r["is_cc"]
-        clips.append(
-            Clip(
-                clip_id=clip_id,
-                path=f"{clip_id}.mp4",
-                start=0.0,
-                end=float(end - start),
-                labels=() if label is None else (index[label],),
-                split=r["split"],
-                extras=extras,
-            )
-        )
-    return ClipTable(
-        clips,
-        list(classes),
-        multilabel=False,
-        format="kinetics",
-        source=str(path),
-        source_sha256=file_sha256(path),
-    )
+    return raise_first(path, scan_kinetics_csv(path, classes))
 
 
 def resolve_kinetics_path(video_root: str | Path, clip: Clip) -> Path | None:

@@ -1,14 +1,27 @@
-"""The canonical clip table every manifest parser produces and every stage consumes."""
+"""The canonical clip table every manifest parser produces and every stage consumes.
+
+Also what the parsers share. Every parser comes in two forms: ``scan_*`` parses tolerantly
+and returns a ``Scan``, ``(table, lines, problems)`` — the clips of the good rows, each
+clip's 1-based line, and ``(line, reason)`` for every row it skipped, sorted — and
+``read_*`` = ``raise_first(path, scan_*(...))`` returns the table, raising ``ManifestError``
+for the first problem. ``data_manifests.check`` uses the scans.
+"""
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 
 class ManifestError(ValueError):
     """A manifest row or header that cannot be parsed; the message names the file and 1-based line."""
+
+
+Problem = tuple[int, str]  # (1-based line, reason)
+Row = TypeVar("Row")
+Parsed = TypeVar("Parsed")
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,9 @@ class ClipTable:
         return h.hexdigest()
 
 
+Scan = tuple[ClipTable, list[int], list[Problem]]
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -89,31 +105,84 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield ``(line_no, row)`` for each data row of a headed CSV, ``line_no`` 1-based where the row starts.
-
-    Raises ``ManifestError`` if the header lacks a ``required`` column or a row has the
-    wrong number of fields. Values are stripped; a quoted field may span lines, which is
-    why the row's first line is tracked rather than counted.
-    """
-    import csv
-
+def csv_records(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line, fields)`` of each non-blank CSV record, values stripped; ``line`` is the 1-based line where
+    the record starts (a quoted field may span lines, which is why it is tracked rather than counted)."""
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ManifestError(f"{path}:1: empty file, expected a header with columns {', '.join(required)}")
-        header = [h.strip() for h in header]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ManifestError(f"{path}:1: header lacks column(s) {', '.join(missing)} (found {', '.join(header)})")
-        end_of_previous = reader.line_num
+        end_of_previous = 0
         for fields in reader:
             line_no, end_of_previous = end_of_previous + 1, reader.line_num
-            if not fields or all(not v.strip() for v in fields):
-                continue  # blank line
-            if len(fields) != len(header):
-                raise ManifestError(
-                    f"{path}:{line_no}: expected {len(header)} fields ({','.join(header)}), found {len(fields)}"
-                )
-            yield line_no, {k: v.strip() for k, v in zip(header, fields)}
+            if fields and any(v.strip() for v in fields):
+                yield line_no, [v.strip() for v in fields]
+
+
+def scan_csv_rows(
+    path: str | Path, required: tuple[str, ...]
+) -> tuple[list[tuple[int, dict[str, str]]], list[Problem]]:
+    """``(line, row)`` of each data row of a headed CSV, and a problem for each row with the wrong number of fields.
+
+    An empty file or a header without a ``required`` column raise ``ManifestError``:
+    nothing in the file can be read then.
+    """
+    records = csv_records(path)
+    first = next(records, None)
+    if first is None:
+        raise ManifestError(f"{path}:1: empty file, expected a header with columns {', '.join(required)}")
+    header_line, header = first
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ManifestError(
+            f"{path}:{header_line}: header lacks column(s) {', '.join(missing)} (found {', '.join(header)})"
+        )
+    rows, problems = [], []
+    for line_no, fields in records:
+        if len(fields) != len(header):
+            problems.append((line_no, f"expected {len(header)} fields ({','.join(header)}), found {len(fields)}"))
+        else:
+            rows.append((line_no, dict(zip(header, fields))))
+    return rows, problems
+
+
+def parse_rows(
+    rows: Iterable[tuple[int, Row]], parse: Callable[[Row], Parsed], problems: list[Problem]
+) -> tuple[list[Parsed], list[int]]:
+    """``parse`` of each ``(line, row)``: the results and their lines; a row whose ``parse`` raises
+    ``ValueError`` is appended to ``problems`` as ``(line, reason)`` instead."""
+    parsed, lines = [], []
+    for line_no, row in rows:
+        try:
+            parsed.append(parse(row))
+            lines.append(line_no)
+        except ValueError as e:
+            problems.append((line_no, str(e)))
+    return parsed, lines
+
+
+def _raise_first_problem(path: str | Path, problems: list[Problem]) -> None:
+    if problems:
+        line_no, reason = min(problems)
+        raise ManifestError(f"{path}:{line_no}: {reason}")
+
+
+def read_csv_rows(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """``scan_csv_rows``'s rows, raising ``ManifestError`` for the first row with the wrong number of fields."""
+    rows, problems = scan_csv_rows(path, required)
+    _raise_first_problem(path, problems)
+    return iter(rows)
+
+
+def raise_first(path: str | Path, scan: Scan) -> ClipTable:
+    """The scanned table, or ``ManifestError`` for the first problem (the strict readers' behaviour)."""
+    table, _, problems = scan
+    _raise_first_problem(path, problems)
+    return table
+
+
+def split_from_name(path: str | Path, splits: tuple[str, ...] = ("val", "test")) -> str:
+    """One of ``splits`` named in a manifest's file name (``val.csv``, ``kinetics_test.csv``, ...), else ``train``."""
+    stem = Path(path).stem.lower()
+    for split in splits:
+        if stem == split or stem.startswith(split + "_") or f"_{split}" in stem or f"-{split}" in stem:
+            return split
+    return "train"

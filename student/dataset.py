@@ -14,11 +14,6 @@ import torch
 
 from pipeline.io.video import read_frames
 
-
-def frame_folder_kwargs(frame_rate: float | None) -> dict:
-    """Extra reader arguments for a folder of frames (a video file needs none)."""
-    return {} if frame_rate is None else {"frame_rate": frame_rate}
-
 KINETICS_MEAN = (0.45, 0.45, 0.45)  # PySlowFast's DATA.MEAN / DATA.STD
 KINETICS_STD = (0.225, 0.225, 0.225)
 
@@ -91,7 +86,7 @@ class ClipDataset(torch.utils.data.Dataset):
         clip = self.clips[ci]
         rng = self._rng(index)
         times = self.window(clip, view, rng)
-        got = read_frames(clip.path, times, short_side=self.short_side, **frame_folder_kwargs(clip.frame_rate))
+        got = read_frames(clip.path, times, short_side=self.short_side, frame_rate=clip.frame_rate)
         frames = got.frames
         h, w = frames.shape[1:3]
         if self.train:

@@ -2,13 +2,13 @@
 video resolution and the row-by-row manifest check — on fixture files with the real headers."""
 import pytest
 
-from data_manifests.charades_ego import read_charades_ego_csv
-from data_manifests.check import check_manifest, scan_charades_ego_csv, scan_kinetics_csv
+from data_manifests.charades_ego import read_charades_ego_csv, scan_charades_ego_csv
+from data_manifests.check import check_manifest
 from data_manifests.classes import charades_classes, epic100_nouns, epic100_verbs, kinetics400_classes
 from data_manifests.epic_kitchens import parse_timestamp, read_epic100_csv, read_epic_video_info
 from data_manifests.formats import clip_frame_rate, detect_format, load_manifest, resolve_video
 from data_manifests.generic import read_generic_csv, read_pyslowfast_list
-from data_manifests.kinetics import read_kinetics_csv
+from data_manifests.kinetics import read_kinetics_csv, scan_kinetics_csv
 from data_manifests.table import ManifestError
 
 # Rows copied from EPIC_100_validation.csv / EPIC_100_test_timestamps.csv (epic-kitchens-100-annotations).

@@ -1,3 +1,4 @@
+import os
 import struct
 from fractions import Fraction
 
@@ -341,6 +342,15 @@ def test_every_bad_file_raises_with_path_and_reason(tmp_path, ramp_video):
             assert e.value.path == str(path) and str(path) in str(e.value)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_named_pipe_is_refused_without_blocking(tmp_path):
+    """Opening a FIFO with no writer blocks forever; the reader refuses it before opening."""
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)
+    with pytest.raises(VideoReadError, match="empty"):
+        read_frames(fifo, [0.0])
+
+
 def test_file_cut_mid_stream_never_returns_wrong_frames(tmp_path):
     """A streamable container (MKV) cut mid-way: either a VideoReadError, or frames that match
     their timestamps with the part after the cut marked invalid - never other frames."""
@@ -387,6 +397,15 @@ def test_frames_folder(frames_folder):
     assert read_frames(frames_folder, [0.0], size=(16, 16), frame_rate=50).frames.shape == (1, 16, 16, 3)
     info = probe(frames_folder, frame_rate=50)
     assert (info.width, info.height, info.num_frames, info.duration) == (64, 48, 10, pytest.approx(0.2))
+
+
+def test_frames_folder_with_own_template(tmp_path):
+    for number in range(1, 4):
+        cv2.imwrite(str(tmp_path / f"img_{number:05d}.jpg"), np.full((8, 8, 3), 50 * number, np.uint8))
+    got = read_frames(tmp_path, [0.0, 0.04, 0.5], frame_rate=25, frame_template="img_{:05d}.jpg")
+    np.testing.assert_allclose(got.frame_time, [0.0, 0.04, 0.08])
+    np.testing.assert_array_equal(got.valid, [True, True, False])
+    np.testing.assert_allclose(got.frames[:, 4, 4, 0], [50, 100, 150], atol=3)
 
 
 def test_frames_folder_errors(frames_folder, tmp_path):

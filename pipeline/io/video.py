@@ -321,7 +321,7 @@ def _read_video(path: Path, times: np.ndarray, short_side, size, seek: bool) -> 
             where = f"after t={prev[0]:.3f}s" if prev else "before the first frame"
             raise VideoReadError(path, f"decoding failed {where} ({e})") from None
         if prev is None:
-            raise VideoReadError(path, "no decodable video frames")
+            raise VideoReadError(path, "no decodable video frames (none with a timestamp)")
         if k < len(times):
             # Past the last frame: it stays on screen for its own duration; beyond that is padding.
             last_t, last = prev
@@ -330,7 +330,6 @@ def _read_video(path: Path, times: np.ndarray, short_side, size, seek: bool) -> 
                 out.fill(k, last_t, last)
                 out.valid[k] = times[k] <= last_t + eps or times[k] + eps < last_t + shown_for
                 k += 1
-        del prev
         return out.result()
     finally:
         if decoded is not None:

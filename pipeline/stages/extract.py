@@ -112,7 +112,6 @@ class ShardWorker:
         """``clips``: (video path or None when missing, start, end, frame rate of a frames folder or None)."""
         from pipeline.io.store import FAILED, OK
         from pipeline.io.video import VideoReadError, probe, read_frames, sample_times
-        from student.dataset import frame_folder_kwargs
 
         n, F, S = stop - start, self.num_frames, self.size
         frames = np.zeros((n, F, S, S, 3), dtype=np.uint8)
@@ -124,9 +123,9 @@ class ShardWorker:
                 errors[i] = "video file not found"
                 continue
             try:
-                end = t1 if t1 is not None else (probe(path).duration or F / self.fps)
+                end = t1 if t1 is not None else (probe(path, frame_rate=rate).duration or F / self.fps)
                 times = sample_times(t0, end, self.fps)[:F]
-                got = read_frames(path, times, size=(S, S), **frame_folder_kwargs(rate))
+                got = read_frames(path, times, size=(S, S), frame_rate=rate)
             except VideoReadError as e:
                 errors[i] = e.reason
                 continue
