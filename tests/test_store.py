@@ -46,6 +46,7 @@ def test_write_shard_then_resume_set(tmp_path):
         s.write_shard(1, 5, shard_arrays(4, 0), np.ones(4), [""] * 4)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the overflow is the point
 def test_dask_opens_store_and_float32_reduction(tmp_path):
     s = make(tmp_path, n=8)
     for a, b in s.shards():
