@@ -184,3 +184,36 @@ def test_inspect_summary_verify_and_picture(store, tmp_path, capsys):
     assert stats["ok"] == result.ok and stats["frames_per_clip"] == 8
     assert 0.0 <= stats["ego_prob_mean"] <= 1.0
     assert sum(stats["object_top1_hist"]) == result.ok * 8  # one top-1 per valid teacher frame
+
+
+def test_epic_frames_folder_through_extract(tiny_world, teachers, tmp_path):
+    """EPIC-100 narrations over an extracted-frames folder (rgb_frames at 50 fps) go through stage 1."""
+    import cv2
+
+    from pipeline.io.video import read_frames, sample_times
+
+    src = sorted((tiny_world / "kinetics" / "videos").glob("*.mp4"))[0]
+    folder = tmp_path / "epic" / "P01" / "rgb_frames" / "P01_101"
+    folder.mkdir(parents=True)
+    frames = read_frames(src, sample_times(0, 2, 50)).frames  # the file's frames, as a 50 fps folder
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame_{i + 1:010d}.jpg"), f[..., ::-1])
+    csv = tmp_path / "EPIC_100_validation.csv"
+    csv.write_text(
+        "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,"
+        "start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+        'P01_101_0,P01,P01_101,00:00:00.10,00:00:00.00,00:00:01.00,1,50,take cup,take,0,cup,13,[\'cup\'],[13]\n'
+        'P01_101_1,P01,P01_101,00:00:01.10,00:00:01.00,00:00:02.00,51,100,put cup,put,1,cup,13,[\'cup\'],[13]\n'
+    )
+    store = tmp_path / "epic.zarr"
+    result = run_extract(load_config(ExtractConfig, None, [
+        f"manifest={csv}", f"video_root={tmp_path / 'epic'}", f"out={store}", "workers=1",
+        f"teachers.object={teachers['weights']['object']}",
+    ]))
+    assert result.ok == 2 and result.failed == 0
+    s = open_store(store)
+    ft = np.asarray(s.array("frame_time")[:])
+    # 1 s narrations at the teachers' 4 fps: 4 frames each, on the folder's 50 fps grid
+    np.testing.assert_allclose(ft[0, :4], [0.0, 0.24, 0.5, 0.74], atol=1e-4)
+    np.testing.assert_allclose(ft[1, :4], [1.0, 1.24, 1.5, 1.74], atol=1e-4)
+    assert s.attrs["manifest"]["format"] == "epic100"
