@@ -30,6 +30,18 @@ class ClipRef:
     frame_rate: float | None = None  # only for a folder of extracted frames (EPIC rgb_frames)
 
 
+def window_times(frame_time: np.ndarray, num_windows: int) -> np.ndarray:
+    """Mean time of each window of consecutive teacher frames (NaN for a window of padding only)."""
+    per = int(np.ceil(len(frame_time) / num_windows))
+    t = np.full(num_windows * per, np.nan)
+    t[: len(frame_time)] = frame_time
+    t = t.reshape(num_windows, per)
+    valid = np.isfinite(t)
+    total = np.where(valid, t, 0.0).sum(axis=1)
+    count = valid.sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 class ClipDataset(torch.utils.data.Dataset):
     def __init__(
         self,
@@ -128,12 +140,9 @@ class ClipDataset(torch.utils.data.Dataset):
         out = {}
         if "ego/logits" in sig:
             ego = sig["ego/logits"]
-            per_window = int(np.ceil(len(ft) / ego.shape[0]))
-            with np.errstate(all="ignore"):
-                wt = np.array([np.nanmean(ft[w * per_window : (w + 1) * per_window]) if np.any(np.isfinite(ft[w * per_window : (w + 1) * per_window])) else np.nan for w in range(ego.shape[0])])
-            out["ego"] = torch.from_numpy(soft_logits_for_window(ego, wt, t0, t1).astype(np.float32))
+            out["ego"] = torch.from_numpy(soft_logits_for_window(ego, window_times(ft, ego.shape[0]), t0, t1))
         if "object/logits" in sig:
-            out["object"] = torch.from_numpy(soft_logits_for_window(sig["object/logits"], ft, t0, t1).astype(np.float32))
+            out["object"] = torch.from_numpy(soft_logits_for_window(sig["object/logits"], ft, t0, t1))
         if "handobj/boxes" in sig and self.map_grid is not None:
             tp, gh, gw = self.map_grid
             step = max(1, len(times) // tp)

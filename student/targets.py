@@ -67,7 +67,10 @@ def interaction_map_targets(boxes: np.ndarray, frame_time: np.ndarray, sample_ti
 
 
 def soft_logits_for_window(logits: np.ndarray, times: np.ndarray, t0: float, t1: float) -> np.ndarray:
-    """Mean teacher logits [C] (float32) of the rows whose time lies in [t0, t1].
+    """Mean teacher logits [C] (float32) of the rows whose time lies in [t0, t1).
+
+    Half-open, so a window of ``n`` frames at ``fps`` starting at ``t0`` (``t1 = t0 + n / fps``)
+    takes the teacher frames of exactly that span and not the first frame after it.
 
     ``logits`` is [F, C] per teacher frame (or [W, C] per window, with ``times`` their
     centres). Rows with a NaN time or NaN logits are ignored. When no row falls inside the
@@ -78,7 +81,7 @@ def soft_logits_for_window(logits: np.ndarray, times: np.ndarray, t0: float, t1:
     usable = ~np.isnan(times) & ~np.isnan(logits).any(axis=1)
     if not usable.any():
         raise ValueError("no usable teacher rows (all times or logits are NaN)")
-    inside = usable & (times >= t0) & (times <= t1)
+    inside = usable & (times >= t0) & (times < t1)
     if inside.any():
         return logits[inside].mean(axis=0)
     rows = np.flatnonzero(usable)

@@ -101,6 +101,7 @@ def test_window_mean_of_logits():
     out = soft_logits_for_window(logits, times, 0.5, 2.5)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [4.0, 1.0])
+    np.testing.assert_allclose(soft_logits_for_window(logits, times, 1.0, 2.0), [3.0, 0.0])  # [t0, t1): row at 2.0 out
     np.testing.assert_allclose(soft_logits_for_window(logits, times, 0.0, 10.0), [3.0, 2 / 3], rtol=1e-6)
 
 
