@@ -109,15 +109,17 @@ def test_unreadable_video_marks_row_failed(tiny_world, teachers, tmp_path):
     videos[1].unlink()
     base = [f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={tmp_path / 's.zarr'}",
             "workers=1", *[f"teachers.{k}={v}" for k, v in teachers["weights"].items() if k == "object"]]
-    with pytest.raises(PipelineError, match="2 of .* clips failed"):
+    with pytest.raises(PipelineError, match="1 of .* clips could not be decoded"):
         run_extract(load_config(ExtractConfig, None, base + ["max_failed_fraction=0.01"]))
     s = open_store(tmp_path / "s.zarr")  # completed rows were kept
     st, err, ids = s.status(), s.errors(), list(s.clip_ids())
     assert (st == FAILED).sum() == 2 and (st == OK).sum() == len(st) - 2
     assert err[ids.index(videos[1].stem)] == "video file not found"
-    assert err[ids.index(videos[0].stem)] != ""
+    assert err[ids.index(videos[0].stem)] not in ("", "video file not found")
+    with pytest.raises(PipelineError, match="1 of .* videos are missing"):
+        run_extract(load_config(ExtractConfig, None, base + ["max_failed_fraction=0.5", "max_missing_fraction=0.01"]))
     result = run_extract(load_config(ExtractConfig, None, base + ["max_failed_fraction=0.5"]))
-    assert result.failed == 2
+    assert (result.failed, result.missing) == (2, 1)
 
 
 def test_student_loss_falls_and_evaluates(store, tiny_world, tmp_path):

@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.stages.common import load_table, pick_device, progress
 
 TEACHER_KINDS = ("ego", "object", "handobj")
+MISSING = "video file not found"  # the store's error text for a row whose video is absent
 
 
 @dataclass
@@ -46,7 +47,8 @@ class ExtractConfig:
     gpus_per_worker: float = 0.0  # e.g. 1.0 (or 0.25 to pack 4 actors on a GPU) on a cluster
     device: str = "auto"  # auto | cpu | cuda
     ray_address: str | None = None  # None: start a local Ray instance
-    max_failed_fraction: float = 0.05
+    max_failed_fraction: float = 0.05  # undecodable videos tolerated before the run fails
+    max_missing_fraction: float = 0.15  # absent videos tolerated (Kinetics downloads lack 2-13 %)
 
     def validate(self) -> None:
         for key in ("manifest", "video_root", "out"):
@@ -57,8 +59,9 @@ class ExtractConfig:
         check_manifest_format(self.manifest_format)
         if not any(getattr(self.teachers, k) for k in TEACHER_KINDS):
             raise ValueError("no teacher weights given: set at least one of teachers.ego, teachers.object, teachers.handobj")
-        if not 0.0 <= self.max_failed_fraction <= 1.0:
-            raise ValueError("'max_failed_fraction' must lie in [0, 1]")
+        for key in ("max_failed_fraction", "max_missing_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"'{key}' must lie in [0, 1]")
         for key in ("max_frames", "shard_rows", "batch_clips", "workers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"'{key}' must be at least 1")
@@ -69,7 +72,8 @@ class ExtractResult:
     store: Path
     rows: int
     ok: int
-    failed: int
+    failed: int  # rows marked failed, missing videos included
+    missing: int  # of those, videos absent from disk
     skipped_shards: int
     failure_reasons: dict[str, int]
 
@@ -120,7 +124,7 @@ class ShardWorker:
         errors = [""] * n
         for i, (path, t0, t1, rate) in enumerate(clips):
             if path is None:
-                errors[i] = "video file not found"
+                errors[i] = MISSING
                 continue
             try:
                 end = t1 if t1 is not None else (probe(path, frame_rate=rate).duration or F / self.fps)
@@ -151,7 +155,8 @@ class ShardWorker:
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
-    """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` rows failed."""
+    """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` of the rows
+    could not be decoded, or more than ``max_missing_fraction`` have no video on disk."""
     from data_manifests.formats import clip_frame_rate, resolve_video
     from pipeline.io.store import FAILED, OK, check_provenance, create_store, open_store
     from teachers.base import load_teacher
@@ -196,6 +201,10 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     pending = store.pending_shards()
     skipped = len(store.shards()) - len(pending)
     resolved = [resolve_video(table, c, cfg.video_root) for c in table]
+    absent = sum(p is None for p in resolved)
+    if absent:
+        print(f"extract-teachers: {absent} of {len(table)} videos ({absent / len(table):.1%}) are missing under "
+              f"{cfg.video_root}; their rows are marked failed ('pipeline data check' lists them)")
     jobs = [
         (a, b, [(str(resolved[i]) if resolved[i] else None, table[i].start, table[i].end,
                  clip_frame_rate(table, table[i], resolved[i]) if resolved[i] else None) for i in range(a, b)])
@@ -206,13 +215,20 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
     status = store.status()
     reasons = Counter(e for e, s in zip(store.errors(), status) if s == FAILED)
-    result = ExtractResult(store_path, len(status), int((status == OK).sum()), int((status == FAILED).sum()), skipped, dict(reasons))
-    if result.failed / result.rows > cfg.max_failed_fraction:
-        detail = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(5))
+    failed, missing = int((status == FAILED).sum()), reasons.get(MISSING, 0)
+    result = ExtractResult(store_path, len(status), int((status == OK).sum()), failed, missing, skipped, dict(reasons))
+    undecodable = failed - missing
+    keep = f"The store at {store_path} keeps every completed row; fix the inputs and rerun to fill the rest."
+    if undecodable / result.rows > cfg.max_failed_fraction:
+        detail = "; ".join(f"{n} x {r}" for r, n in reasons.most_common(6) if r != MISSING)
         raise PipelineError(
-            f"{result.failed} of {result.rows} clips failed ({result.failed / result.rows:.1%} > "
-            f"max_failed_fraction {cfg.max_failed_fraction:.1%}): {detail}. The store at {store_path} "
-            "keeps every completed row; fix the inputs and rerun to fill the rest."
+            f"{undecodable} of {result.rows} clips could not be decoded ({undecodable / result.rows:.1%} > "
+            f"max_failed_fraction {cfg.max_failed_fraction:.1%}): {detail}. {keep}"
+        )
+    if missing / result.rows > cfg.max_missing_fraction:
+        raise PipelineError(
+            f"{missing} of {result.rows} videos are missing under {cfg.video_root} ({missing / result.rows:.1%} > "
+            f"max_missing_fraction {cfg.max_missing_fraction:.1%}); is the video root right? {keep}"
         )
     return result
 

@@ -176,6 +176,7 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         "backbone": cfg.model.backbone, "num_actions": len(table.classes), "num_objects": num_objects,
         "dropout": cfg.model.dropout, "interaction_maps": cfg.model.interaction_maps,
     }
+    torch.manual_seed(cfg.optim.seed)  # initial weights follow from the config, not from what ran before
     try:
         model = build_model(model_args)
     except KeyError as e:
