@@ -443,3 +443,25 @@ def test_memory_stays_flat_over_many_reads(tmp_path):
         read(i)
     grown_mb = (proc.memory_info().rss - before) / 2**20
     assert grown_mb < 30, f"RSS grew {grown_mb:.1f} MB over 300 reads"
+
+
+def test_video_read_error_survives_a_dataloader_worker(tmp_path):
+    """A worker's VideoReadError reaches the main process as the same one-line error."""
+    import torch
+
+    from pipeline.io.video import VideoReadError, read_frames
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 50)
+
+    class Reads(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return torch.from_numpy(read_frames(bad, [0.0]).frames)
+
+    with pytest.raises(VideoReadError) as e:
+        next(iter(torch.utils.data.DataLoader(Reads(), num_workers=1)))
+    assert e.value.path == str(bad)
+    assert str(e.value).startswith(f"cannot read video {bad}: ") and "\n" not in str(e.value)

@@ -58,10 +58,20 @@ EPIC_FRAME_TEMPLATE = "frame_{:010d}.jpg"
 class VideoReadError(PipelineError):
     """A video that cannot be decoded: missing, empty, truncated, or without a video stream."""
 
-    def __init__(self, path: str | Path, reason: str):
+    def __init__(self, path: str | Path, reason: str | None = None):
+        if reason is None:
+            # Rebuilt from a message alone: torch's DataLoader re-raises a worker's exception
+            # as ``type(e)(formatted_traceback)``; keep the line that names the video.
+            message = str(path)
+            line = next((ln for ln in message.splitlines() if "cannot read video" in ln), message)
+            line = line.split("VideoReadError: ", 1)[-1].strip()
+            path, _, reason = line.removeprefix("cannot read video ").partition(": ")
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot read video {path}: {reason}")
+
+    def __reduce__(self):  # picklable across processes (Ray actors, DataLoader workers)
+        return (type(self), (self.path, self.reason))
 
 
 @dataclass
