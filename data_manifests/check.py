@@ -10,11 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .charades_ego import scan_charades_ego_csv
-from .formats import FORMATS, detect_format, resolve_video
-from .generic import scan_generic_csv, scan_pyslowfast_list
-from .kinetics import scan_kinetics_csv
-from .table import Clip, ManifestError, Scan
+from .formats import FORMATS, detect_format, resolve_video, scan_manifest
+from .table import Clip, ManifestError
 
 EXAMPLES = 10
 
@@ -77,22 +74,6 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _scan(path: Path, fmt: str, video_root: str | Path | None, classes: list[str] | None) -> Scan:
-    if fmt == "kinetics":
-        return scan_kinetics_csv(path, classes)
-    if fmt == "charades_ego":
-        return scan_charades_ego_csv(path, classes)
-    if fmt == "epic100":
-        from .epic_kitchens import scan_epic100_csv
-
-        return scan_epic100_csv(path, video_root, verb_classes=classes)
-    if fmt == "generic":
-        return scan_generic_csv(path, classes)
-    if fmt == "pyslowfast":
-        return scan_pyslowfast_list(path, classes)
-    raise ManifestError(f"unknown manifest format '{fmt}' (known: {', '.join(FORMATS)})")
-
-
 def _expected_path(clip: Clip, root: Path) -> str:
     return str(Path(clip.path) if Path(clip.path).is_absolute() else root / clip.path)
 
@@ -134,7 +115,7 @@ def check_manifest(
     if fmt not in FORMATS[1:]:
         raise ManifestError(f"unknown manifest format '{fmt}' (known: {', '.join(FORMATS)})")
     try:
-        table, lines, problems = _scan(path, fmt, video_root, classes)
+        table, lines, problems = scan_manifest(path, fmt, video_root, classes)
     except ManifestError as e:  # no usable header: nothing else can be read
         line_no, _, reason = str(e).removeprefix(f"{path}:").partition(": ")
         problem = (int(line_no), reason) if line_no.isdigit() else (1, str(e))

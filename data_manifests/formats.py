@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path, PurePath
 
-from data_manifests.table import Clip, ClipTable, ManifestError
+from data_manifests.table import Clip, ClipTable, ManifestError, Scan, raise_first
 
 FORMATS = ("auto", "kinetics", "charades_ego", "epic100", "generic", "pyslowfast")
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -60,26 +60,31 @@ def load_manifest(
     if not p.is_file():
         raise ManifestError(f"manifest not found: {p}")
     fmt = detect_format(p) if format == "auto" else format
+    return raise_first(p, scan_manifest(p, fmt, video_root, classes))
+
+
+def scan_manifest(path: Path, fmt: str, video_root: str | Path | None = None, classes: list[str] | None = None) -> Scan:
+    """Row-by-row parse of a manifest in format ``fmt``: ``(table, lines, problems)``, never raising for a bad row."""
     if fmt == "kinetics":
-        from data_manifests.kinetics import read_kinetics_csv
+        from data_manifests.kinetics import scan_kinetics_csv
 
-        return read_kinetics_csv(p, classes=classes)
+        return scan_kinetics_csv(path, classes)
     if fmt == "charades_ego":
-        from data_manifests.charades_ego import read_charades_ego_csv
+        from data_manifests.charades_ego import scan_charades_ego_csv
 
-        return read_charades_ego_csv(p, classes=classes)
+        return scan_charades_ego_csv(path, classes)
     if fmt == "epic100":
-        from data_manifests.epic_kitchens import read_epic100_csv
+        from data_manifests.epic_kitchens import scan_epic100_csv
 
-        return read_epic100_csv(p, video_root, verb_classes=classes)
+        return scan_epic100_csv(path, video_root, verb_classes=classes)
     if fmt == "generic":
-        from data_manifests.generic import read_generic_csv
+        from data_manifests.generic import scan_generic_csv
 
-        return read_generic_csv(p, classes)
+        return scan_generic_csv(path, classes)
     if fmt == "pyslowfast":
-        from data_manifests.generic import read_pyslowfast_list
+        from data_manifests.generic import scan_pyslowfast_list
 
-        return read_pyslowfast_list(p, classes)
+        return scan_pyslowfast_list(path, classes)
     raise ManifestError(f"unknown manifest format '{fmt}' (known: {', '.join(FORMATS)})")
 
 
