@@ -22,8 +22,7 @@ import json
 import re
 from pathlib import Path
 
-from .generic import Scan, raise_first, scan_csv_rows
-from .table import Clip, ClipTable, ManifestError, file_sha256, read_csv_rows
+from .table import Clip, ClipTable, ManifestError, Scan, file_sha256, raise_first, read_csv_rows, scan_csv_rows
 
 REQUIRED = ("narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp")
 VIDEO_INFO = "EPIC_100_video_info.csv"

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from .table import Clip, ClipTable, Problem, Scan, csv_records, file_sha256, raise_first, split_from_name
-from .table import scan_csv_rows  # noqa: F401  (epic_kitchens imports Scan, raise_first and this from here)
 
 GENERIC_COLUMNS = ("path", "label", "start", "end")
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError
 
 EPILOG_RUN = """\
 Every stage takes a YAML config plus key=value overrides (dotted keys for groups), e.g.

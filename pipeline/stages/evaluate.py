@@ -36,8 +36,6 @@ class EvaluateConfig:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    import torch
-
     from data_manifests.formats import clip_frame_rate, resolve_video
     from pipeline.stages.train import build_model, load_checkpoint, select_rows
     from student.dataset import ClipDataset, ClipRef

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress
 from student.train import LossWeights, OptimConfig

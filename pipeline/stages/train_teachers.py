@@ -197,7 +197,7 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
         if kind == "ego":
             spec = ego_mod.DEFAULT_SPEC
             x, y = ego_windows(train, spec.num_frames)
-            model = ego_mod.build()
+            model = ego_mod.build().to(device)
             arch_kwargs = {}
             ego_mod.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
             m = ego_mod.evaluate(model, *ego_windows(test, spec.num_frames), spec=spec) if test else {}
@@ -209,7 +209,7 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
             classes = sorted({o["category"] for g in gts for f in g["frames"] for o in f["objects"]})
             x, y = object_crops(train, classes, spec.size, s.frame_stride)
             arch_kwargs = {"num_classes": len(classes)}
-            model = objects_mod.build(**arch_kwargs)
+            model = objects_mod.build(**arch_kwargs).to(device)
             objects_mod.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
             m = objects_mod.evaluate(model, *object_crops(test, classes, spec.size), spec=spec) if test else {}
             meta = objects_mod.make_meta(classes, spec, train_metrics=m, source=source)
@@ -217,7 +217,7 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
         else:
             spec = handobj_mod.DEFAULT_SPEC
             x, targets = handobj_frames(train, s.frame_stride)
-            model = handobj_mod.build()
+            model = handobj_mod.build().to(device)
             arch_kwargs = {}
             handobj_mod.fit(model, x, targets, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
             m = handobj_mod.evaluate(model, *handobj_frames(test), spec=spec) if test else {}
