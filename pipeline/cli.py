@@ -69,18 +69,26 @@ def _stage_runner(stage: str) -> tuple[type, Callable, Callable]:
     return EvaluateConfig, EvaluateConfig, run_evaluate
 
 
-def load_stage_config(stage: str, config: str | None, overrides: list[str], flags: dict[str, object]):
-    """Stage defaults <- YAML <- CLI flags <- key=value overrides, validated."""
+def load_stage_config(stage: str, config: str | None, overrides: list[str], flags: dict[str, object], validate: bool = True):
+    """Stage defaults <- YAML <- CLI flags <- key=value overrides, type-checked (and validated)."""
     from pipeline.config import load_config, to_dict
 
     cls, defaults, _ = _stage_runner(stage)
-    return load_config(cls, config, overrides, extra=flags, defaults=to_dict(defaults()))
+    return load_config(cls, config, overrides, extra=flags, defaults=to_dict(defaults()), validate=validate)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     stage = args.stage
     _, flag_map, _ = STAGES[stage]
     flags = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key in flag_map.items()}
+    if args.print_config:  # every key with its resolved value; required paths may still be empty
+        import yaml
+
+        from pipeline.config import to_dict
+
+        cfg = load_stage_config(stage, args.config, args.overrides, flags, validate=False)
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
     cfg = load_stage_config(stage, args.config, args.overrides, flags)
     _, _, run = _stage_runner(stage)
     result = run(cfg)
@@ -190,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = rsub.add_parser(stage, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
                              epilog=f"example:\n  {example}\n\n{EPILOG_RUN}", formatter_class=fmt)
         sp.add_argument("--config", help="YAML config file (default: built-in defaults)")
+        sp.add_argument("--print-config", action="store_true",
+                        help="print every config key with its resolved value as YAML, and exit")
         for flag, key in flag_map.items():
             sp.add_argument(flag, type=_NUMERIC_FLAGS.get(flag, str), default=None, help=f"sets config key '{key}'")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=5")

@@ -85,7 +85,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "", validate: bool = True) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -97,13 +97,13 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         if f.name in data:
             kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
         elif _is_dataclass_type(hints[f.name]) and f.default is dataclasses.MISSING:
-            kwargs[f.name] = _build(hints[f.name], {}, prefix + f.name + ".")
+            kwargs[f.name] = _build(hints[f.name], {}, prefix + f.name + ".", validate)
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field left out
         raise ConfigError(f"config '{prefix or cls.__name__}': {e}") from None
     check = getattr(obj, "validate", None)
-    if callable(check):
+    if validate and callable(check):
         try:
             check()
         except ValueError as e:
@@ -143,6 +143,7 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     extra: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
+    validate: bool = True,
 ) -> T:
     """Defaults (the dataclass's, or ``defaults``) <- YAML file <- ``extra`` (CLI flags as dotted
     keys) <- ``key=value`` overrides; then every key and type is checked."""
@@ -164,7 +165,7 @@ def load_config(
             _set_dotted(data, key, value)
     for item in overrides:
         _set_dotted(data, *parse_override(item))
-    return _build(cls, data)
+    return _build(cls, data, validate=validate)
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -78,3 +78,16 @@ def test_data_check_reports_lines_and_exits_nonzero_only_when_strict(tmp_path):
     assert "ccccccccccc" in out
     strict = run_cli("data", "check", "--manifest", str(csv), "--video-root", str(videos), "--strict")
     assert strict.returncode == 1
+
+
+def test_print_config_shows_stage_defaults_and_overrides(capsys):
+    import yaml
+
+    assert main(["run", "train-student", "--print-config", "optim.epochs=3"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["epochs"] == 3
+    # train-student defaults to the paper's loss weights (Ego-Exo configs), finetune to the action loss only
+    assert (cfg["loss"]["action"], cfg["loss"]["ego"], cfg["loss"]["object"], cfg["loss"]["hand_map"]) == (0.5, 0.1, 0.5, 1.0)
+    assert main(["run", "finetune", "--print-config"]) == 0
+    ft = yaml.safe_load(capsys.readouterr().out)
+    assert ft["loss"]["ego"] == 0.0 and ft["data"]["view"] == "ego"
