@@ -22,7 +22,9 @@ import json
 import re
 from pathlib import Path
 
-from .table import Clip, ClipTable, ManifestError, Scan, file_sha256, raise_first, read_csv_rows, scan_csv_rows
+from .table import (
+    Clip, ClipTable, ManifestError, Scan, file_sha256, parse_rows, raise_first, read_csv_rows, scan_csv_rows,
+)
 
 REQUIRED = ("narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp")
 VIDEO_INFO = "EPIC_100_video_info.csv"
@@ -153,14 +155,7 @@ def scan_epic100_csv(
     video_fps = video_info if isinstance(video_info, dict) or video_info is None else read_epic_video_info(video_info)
 
     rows, problems = scan_csv_rows(path, REQUIRED)
-    clips, lines = [], []
-    for line_no, r in rows:
-        try:
-            clips.append(_clip(r, len(verb_classes), n_nouns, split, video_fps or {}))
-            lines.append(line_no)
-        except ValueError as e:
-            problems.append((line_no, str(e)))
-
+    clips, lines = parse_rows(rows, lambda r: _clip(r, len(verb_classes), n_nouns, split, video_fps or {}), problems)
     problems.sort()
     table = ClipTable(clips, verb_classes, False, "epic100", str(path), file_sha256(path))
     return table, lines, problems

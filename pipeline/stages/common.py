@@ -10,7 +10,7 @@ from pipeline.config import dump_config, to_dict
 from pipeline.errors import PipelineError
 
 
-def prepare_out_dir(out: str | Path, cfg: Any, stage: str, resume: bool = True) -> Path:
+def prepare_out_dir(out: str | Path, cfg: Any, stage: str) -> Path:
     """Create ``out`` and write ``config.yaml`` there; refuse a folder that holds another config's outputs.
 
     Stage outputs are written once: rerunning with the same resolved config resumes
@@ -32,6 +32,13 @@ def prepare_out_dir(out: str | Path, cfg: Any, stage: str, resume: bool = True) 
     d.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, cfg_path)
     return d
+
+
+def require(cfg: Any, *keys: str) -> None:
+    """Config validation: each key must be set (in the YAML or by its CLI flag)."""
+    for key in keys:
+        if not getattr(cfg, key):
+            raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
 
 
 def progress(iterable=None, **kwargs):

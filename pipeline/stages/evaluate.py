@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import PipelineError
-from pipeline.stages.common import load_table, pick_device, progress
+from pipeline.stages.common import load_table, pick_device, progress, require
 
 
 @dataclass
@@ -25,9 +25,7 @@ class EvaluateConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        for key in ("checkpoint", "manifest", "video_root", "out"):
-            if not getattr(self, key):
-                raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        require(self, "checkpoint", "manifest", "video_root", "out")
         from pipeline.stages.train import check_manifest_format
 
         check_manifest_format(self.manifest_format)

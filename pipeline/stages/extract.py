@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import dump_config
 from pipeline.errors import PipelineError
-from pipeline.stages.common import load_table, pick_device, progress
+from pipeline.stages.common import load_table, pick_device, progress, require
 
 TEACHER_KINDS = ("ego", "object", "handobj")
 MISSING = "video file not found"  # the store's error text for a row whose video is absent
@@ -51,9 +51,7 @@ class ExtractConfig:
     max_missing_fraction: float = 0.15  # absent videos tolerated (Kinetics downloads lack 2-13 %)
 
     def validate(self) -> None:
-        for key in ("manifest", "video_root", "out"):
-            if not getattr(self, key):
-                raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        require(self, "manifest", "video_root", "out")
         from pipeline.stages.train import check_manifest_format
 
         check_manifest_format(self.manifest_format)

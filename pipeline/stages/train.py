@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress
+from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress, require
 from student.train import LossWeights, OptimConfig
 
 
@@ -49,9 +49,7 @@ class TrainConfig:
     loss: LossWeights = field(default_factory=LossWeights)
 
     def validate(self) -> None:
-        for key in ("manifest", "video_root", "out"):
-            if not getattr(self, key):
-                raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        require(self, "manifest", "video_root", "out")
         check_manifest_format(self.manifest_format)
         distil = {k: getattr(self.loss, k) for k in ("ego", "object", "hand_map", "object_map")}
         if any(v < 0 for v in distil.values()) or self.loss.action < 0:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress
+from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress, require
 
 KINDS = ("ego", "object", "handobj")
 
@@ -43,9 +43,7 @@ class TrainTeachersConfig:
     handobj: FitSettings = field(default_factory=lambda: FitSettings(epochs=6, batch_size=8, lr=2e-3, frame_stride=2))
 
     def validate(self) -> None:
-        for key in ("manifest", "video_root", "out"):
-            if not getattr(self, key):
-                raise ValueError(f"'{key}' is required (set it in the config or with --{key.replace('_', '-')})")
+        require(self, "manifest", "video_root", "out")
         bad = [k for k in self.teachers if k not in KINDS]
         if bad:
             raise ValueError(f"'teachers' has unknown kinds {bad}; known: {list(KINDS)}")
