@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
 from pipeline.errors import PipelineError
 
@@ -49,38 +48,12 @@ STAGES: dict[str, tuple[str, dict[str, str], str]] = {
 _NUMERIC_FLAGS = {"--workers": int, "--max-failed-fraction": float, "--max-missing-fraction": float}
 
 
-def _stage_runner(stage: str) -> tuple[type, Callable, Callable]:
-    """(config class, defaults factory, run function) for a stage, imported lazily."""
-    if stage == "train-teachers":
-        from pipeline.stages.train_teachers import TrainTeachersConfig, run_train_teachers
-
-        return TrainTeachersConfig, TrainTeachersConfig, run_train_teachers
-    if stage == "extract-teachers":
-        from pipeline.stages.extract import ExtractConfig, run_extract
-
-        return ExtractConfig, ExtractConfig, run_extract
-    if stage in ("train-student", "finetune"):
-        from pipeline.stages.train import TrainConfig, finetune_defaults, pretrain_defaults, run_train
-
-        defaults = pretrain_defaults if stage == "train-student" else finetune_defaults
-        return TrainConfig, defaults, lambda cfg: run_train(cfg, stage)
-    from pipeline.stages.evaluate import EvaluateConfig, run_evaluate
-
-    return EvaluateConfig, EvaluateConfig, run_evaluate
-
-
-def load_stage_config(stage: str, config: str | None, overrides: list[str], flags: dict[str, object], validate: bool = True):
-    """Stage defaults <- YAML <- CLI flags <- key=value overrides, type-checked (and validated)."""
-    from pipeline.config import load_config, to_dict
-
-    cls, defaults, _ = _stage_runner(stage)
-    return load_config(cls, config, overrides, extra=flags, defaults=to_dict(defaults()), validate=validate)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     stage = args.stage
     _, flag_map, _ = STAGES[stage]
     flags = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key in flag_map.items()}
+    from pipeline.stages import load_stage_config, run_stage
+
     if args.print_config:  # every key with its resolved value; required paths may still be empty
         import yaml
 
@@ -90,8 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     cfg = load_stage_config(stage, args.config, args.overrides, flags)
-    _, _, run = _stage_runner(stage)
-    result = run(cfg)
+    result = run_stage(stage, cfg)
     _print_result(stage, result)
     return 0
 

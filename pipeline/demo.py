@@ -19,7 +19,7 @@ FINETUNE_EPOCHS = 12
 
 def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2) -> dict:
     from data_manifests.demo_world import make_demo
-    from pipeline.cli import load_stage_config
+    from pipeline.stages import load_stage_config
     from pipeline.stages.evaluate import run_evaluate
     from pipeline.stages.extract import run_extract
     from pipeline.stages.train import run_train

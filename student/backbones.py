@@ -69,16 +69,14 @@ def list_backbones() -> list[str]:
 
 
 def slow_frame_indices(num_frames: int, alpha: int) -> Tensor:
-    """Indices of the input frames the Slow pathway sees: every ``alpha``-th, from the first.
-
-    The interaction map lives on the Slow grid, so its time steps are the times of these
-    frames. (PySlowFast's ``pack_pathway_output`` spreads them with ``linspace(0, T-1, T//alpha)``
-    instead, a shift of under ``alpha`` frames; every-alpha-th keeps the slow times on a
-    regular grid that the targets can use directly.)
+    """Indices of the input frames the Slow pathway sees, as PySlowFast's ``pack_pathway_output``:
+    ``linspace(0, T - 1, T // alpha)`` truncated to integers (32 frames, alpha 4 -> 0, 4, 8, 13,
+    17, 22, 26, 31). The interaction map lives on the Slow grid, so its time steps are the
+    times of these frames.
     """
     if num_frames < alpha:
         raise ValueError(f"a clip of {num_frames} frames is shorter than alpha={alpha}")
-    return torch.arange(0, num_frames, alpha)
+    return torch.linspace(0, num_frames - 1, num_frames // alpha).long()
 
 
 def pack_pathways(x: Tensor, alpha: int) -> list[Tensor]:
@@ -231,7 +229,9 @@ class VideoResNet(nn.Module):
         fusion_conv_channel_ratio, fusion_kernel: lateral Fast->Slow conv widening and
             temporal kernel (SlowFast only).
         zero_init_final_bn: zero the last BN of each residual branch (PySlowFast default).
-        data_config: input spec travelling with the weights (frames, sampling rate, crop, mean, std).
+        data_config: input spec travelling with the weights (frames, sampling rate, target fps,
+            train scale jitter, crop sizes, mean, std).
+        head_config: defaults for the heads built on this backbone (``map_hidden_channels``).
 
     ``forward(x)`` takes one normalised clip [B,3,T,H,W] (or a ready list of pathway inputs)
     and returns one [B,C,T,H,W] feature map per pathway after res5.
@@ -252,6 +252,7 @@ class VideoResNet(nn.Module):
         in_channels: int = 3,
         zero_init_final_bn: bool = True,
         data_config: dict | None = None,
+        head_config: dict | None = None,
     ):
         super().__init__()
         if len(depths) != 4 or len(spatial_strides) != 4:
@@ -262,6 +263,7 @@ class VideoResNet(nn.Module):
         self.slowfast = self.num_pathways == 2
         self.alpha = alpha if self.slowfast else 1
         self.data_config = dict(data_config or {})
+        self.head_config = dict(head_config or {})
 
         # Channel widths per pathway: the Fast pathway is beta_inv times thinner.
         shrink = [1, beta_inv][: self.num_pathways]
@@ -332,25 +334,39 @@ class VideoResNet(nn.Module):
 
 
 def _paper_config(num_frames: int, sampling_rate: int) -> dict:
-    return dict(num_frames=num_frames, sampling_rate=sampling_rate, crop_size=224,
+    # PySlowFast DATA.*: frames sampled every ``sampling_rate`` frames of a TARGET_FPS video,
+    # short side jittered in TRAIN_JITTER_SCALES then a TRAIN_CROP_SIZE crop; testing resizes
+    # the short side to TEST_CROP_SIZE and takes 3 crops of that size along the long side.
+    return dict(num_frames=num_frames, sampling_rate=sampling_rate, target_fps=30.0,
+                train_jitter_scales=(256, 320), crop_size=224, test_crop_size=256,
                 mean=KINETICS_MEAN, std=KINETICS_STD)
 
 
-def _tiny_config(num_frames: int) -> dict:
-    return dict(num_frames=num_frames, sampling_rate=2, crop_size=64, mean=KINETICS_MEAN, std=KINETICS_STD)
+# The release's interaction-map head: HANDOBJ.HEAD_NUM_CONV 1 x HEAD_CONV_DIM 512.
+_PAPER_HEADS = dict(map_hidden_channels=512)
+
+
+def _tiny_config(num_frames: int, target_fps: float) -> dict:
+    # The paper's geometry scaled to a 64 px crop (256/224 and 320/224 of it); 2 s clips.
+    return dict(num_frames=num_frames, sampling_rate=1, target_fps=target_fps,
+                train_jitter_scales=(73, 91), crop_size=64, test_crop_size=73,
+                mean=KINETICS_MEAN, std=KINETICS_STD)
+
+
+_TINY_HEADS = dict(map_hidden_channels=64)
 
 
 @register_backbone("slow_r50")
 def slow_r50(**kwargs) -> VideoResNet:
     """Slow-only 8x8 ResNet-50 (PySlowFast SLOW_8x8_R50)."""
-    args = dict(depths=STAGE_DEPTHS[50], data_config=_paper_config(8, 8))
+    args = dict(depths=STAGE_DEPTHS[50], data_config=_paper_config(8, 8), head_config=_PAPER_HEADS)
     return VideoResNet(**{**args, **kwargs})
 
 
 @register_backbone("slow_r101")
 def slow_r101(**kwargs) -> VideoResNet:
     """Slow-only 8x8 ResNet-101."""
-    args = dict(depths=STAGE_DEPTHS[101], data_config=_paper_config(8, 8))
+    args = dict(depths=STAGE_DEPTHS[101], data_config=_paper_config(8, 8), head_config=_PAPER_HEADS)
     return VideoResNet(**{**args, **kwargs})
 
 
@@ -359,7 +375,7 @@ def slowfast_r50(**kwargs) -> VideoResNet:
     """SlowFast 8x8 ResNet-50 (PySlowFast SLOWFAST_8x8_R50: alpha 4, beta_inv 8, fusion kernel 7)."""
     args = dict(depths=STAGE_DEPTHS[50], temporal_kernels=(SLOW_TEMPORAL_KERNELS, FAST_TEMPORAL_KERNELS),
                 alpha=4, beta_inv=8, fusion_conv_channel_ratio=2, fusion_kernel=7,
-                data_config=_paper_config(32, 2))
+                data_config=_paper_config(32, 2), head_config=_PAPER_HEADS)
     return VideoResNet(**{**args, **kwargs})
 
 
@@ -368,7 +384,7 @@ def slowfast_r101(**kwargs) -> VideoResNet:
     """SlowFast 8x8 ResNet-101 (PySlowFast SLOWFAST_8x8_R101_101_101 and Ego-Exo: fusion kernel 5)."""
     args = dict(depths=STAGE_DEPTHS[101], temporal_kernels=(SLOW_TEMPORAL_KERNELS, FAST_TEMPORAL_KERNELS),
                 alpha=4, beta_inv=8, fusion_conv_channel_ratio=2, fusion_kernel=5,
-                data_config=_paper_config(32, 2))
+                data_config=_paper_config(32, 2), head_config=_PAPER_HEADS)
     return VideoResNet(**{**args, **kwargs})
 
 
@@ -380,7 +396,7 @@ _TINY = dict(depths=(1, 1, 1, 1), width=16, spatial_strides=(1, 2, 2, 1))
 @register_backbone("slow_tiny")
 def slow_tiny(**kwargs) -> VideoResNet:
     """Tiny Slow model for the CPU demo: 8x64x64 input -> 8x4x4 grid of 512 channels."""
-    args = dict(**_TINY, data_config=_tiny_config(8))
+    args = dict(**_TINY, data_config=_tiny_config(8, 4.0), head_config=_TINY_HEADS)
     return VideoResNet(**{**args, **kwargs})
 
 
@@ -389,5 +405,5 @@ def slowfast_tiny(**kwargs) -> VideoResNet:
     """Tiny SlowFast for the CPU demo: alpha 4, Fast pathway 1/4 as wide; 32x64x64 -> slow 8x4x4."""
     args = dict(**_TINY, temporal_kernels=(SLOW_TEMPORAL_KERNELS, FAST_TEMPORAL_KERNELS),
                 alpha=4, beta_inv=4, fusion_conv_channel_ratio=2, fusion_kernel=5,
-                data_config=_tiny_config(32))
+                data_config=_tiny_config(32, 16.0), head_config=_TINY_HEADS)
     return VideoResNet(**{**args, **kwargs})

@@ -40,15 +40,19 @@ class ActionHead(nn.Module):
 class InteractionMapHead(nn.Module):
     """Per-cell hand / object logits on the Slow pathway's final grid.
 
-    ``hidden_channels=0`` gives a single 1x1x1 conv (``score``). The Ego-Exo release puts one
-    1x3x3 conv of 512 channels + ReLU before it (HANDOBJ.HEAD_NUM_CONV 1, HEAD_CONV_DIM 512);
-    pass ``hidden_channels=512`` to match it and load its ``handobjhead`` weights.
+    The Ego-Exo release's head (HANDOBJ.HEAD_NUM_CONV 1, HEAD_CONV_DIM 512): one 1x3x3 conv
+    of ``hidden_channels`` + ReLU (``hidden``, release ``pathway0_conv_fcn0``), then a 1x1x1
+    conv to the two maps (``score``, release ``score_projection``), no BN.
+    ``hidden_channels=0`` leaves the hidden conv out (a single 1x1x1 conv).
     """
 
-    def __init__(self, dim_in: int, hidden_channels: int = 0):
+    def __init__(self, dim_in: int, hidden_channels: int = 512):
         super().__init__()
         if hidden_channels > 0:
             self.hidden = nn.Conv3d(dim_in, hidden_channels, (1, 3, 3), padding=(0, 1, 1))
+            # The release initialises non-projection convs with c2_msra_fill (He normal, fan_out).
+            nn.init.kaiming_normal_(self.hidden.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(self.hidden.bias)
             dim_in = hidden_channels
         else:
             self.hidden = None
@@ -66,22 +70,28 @@ class EgoExoStudent(nn.Module):
     """Backbone + heads. ``forward(clip)`` returns a dict of logits.
 
     Keys: ``action`` [B,A], ``ego`` [B,2], ``object`` [B,C] (absent when ``num_objects=0``),
-    ``interaction_map`` [B,2,T',H',W'] on the Slow pathway's final grid, channel 0 hand and
-    channel 1 object (absent when ``interaction_maps=False``).
+    ``noun`` [B,N] (EPIC-100's second classifier; absent when ``num_nouns=0``, where
+    ``action`` is the verb), ``interaction_map`` [B,2,T',H',W'] on the Slow pathway's final
+    grid, channel 0 hand and channel 1 object (absent when ``interaction_maps=False``).
 
-    The three classifiers share the globally pooled, concatenated pathway features and one
-    dropout, as in the Ego-Exo release's multi-task head.
+    The classifiers share the globally pooled, concatenated pathway features and one
+    dropout, as in the Ego-Exo release's multi-task head. ``map_hidden_channels=None``
+    takes the backbone's default (``head_config``; 512 for the paper's R50/R101).
     """
 
     def __init__(self, backbone: nn.Module, num_actions: int, num_objects: int = 1000,
-                 dropout: float = 0.5, interaction_maps: bool = True, map_hidden_channels: int = 0):
+                 dropout: float = 0.5, interaction_maps: bool = True, map_hidden_channels: int | None = None,
+                 num_nouns: int = 0):
         super().__init__()
         self.backbone = backbone
         feat_dim = sum(backbone.out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = ActionHead(feat_dim, num_actions)
+        self.noun_head = _linear(feat_dim, num_nouns) if num_nouns > 0 else None
         self.ego_head = _linear(feat_dim, 2)
         self.object_head = _linear(feat_dim, num_objects) if num_objects > 0 else None
+        if map_hidden_channels is None:
+            map_hidden_channels = getattr(backbone, "head_config", {}).get("map_hidden_channels", 512)
         self.map_head = (InteractionMapHead(backbone.out_channels[0], map_hidden_channels)
                          if interaction_maps else None)
 
@@ -101,6 +111,8 @@ class EgoExoStudent(nn.Module):
         pooled = torch.cat([f.mean(dim=(2, 3, 4)) for f in features], dim=1)
         pooled = self.dropout(pooled)
         out = {"action": self.head(pooled), "ego": self.ego_head(pooled)}
+        if self.noun_head is not None:
+            out["noun"] = self.noun_head(pooled)
         if self.object_head is not None:
             out["object"] = self.object_head(pooled)
         if self.map_head is not None:

@@ -150,11 +150,13 @@ def test_pyslowfast_names_and_shapes(name, expected):
     assert prefixes == {"s1", "s2", "s3", "s4", "s5"} | fuses
 
 
-def test_slow_pathway_takes_every_alpha_th_frame():
-    assert slow_frame_indices(32, 4).tolist() == [0, 4, 8, 12, 16, 20, 24, 28]
+def test_slow_pathway_frames_follow_pyslowfast_linspace():
+    # PySlowFast pack_pathway_output: linspace(0, T-1, T // alpha).long(): 31 * k / 7 truncated.
+    assert slow_frame_indices(32, 4).tolist() == [0, 4, 8, 13, 17, 22, 26, 31]
+    assert slow_frame_indices(8, 4).tolist() == [0, 7]
     clip = torch.arange(32.0).view(1, 1, 32, 1, 1)
     slow, fast = pack_pathways(clip, 4)
-    assert slow.flatten().tolist() == [0, 4, 8, 12, 16, 20, 24, 28]
+    assert slow.flatten().tolist() == [0, 4, 8, 13, 17, 22, 26, 31]
     assert fast is clip
 
 

@@ -43,8 +43,26 @@ def test_head_names_follow_pyslowfast():
     assert tuple(state["head.projection.weight"].shape) == (5, 256)
     assert tuple(state["ego_head.weight"].shape) == (2, 256)
     assert tuple(state["object_head.weight"].shape) == (7, 256)
-    assert tuple(state["map_head.score.weight"].shape) == (2, 256, 1, 1, 1)
+    assert tuple(state["map_head.hidden.weight"].shape) == (64, 256, 1, 3, 3)  # slow_tiny's head_config
+    assert tuple(state["map_head.score.weight"].shape) == (2, 64, 1, 1, 1)
     assert "backbone.s1.pathway0_stem.conv.weight" in state
+
+
+def test_paper_backbones_get_the_release_map_head_from_their_model_args():
+    # Ego-Exo release, HandObjHeadSingle on the slow pathway's res5 (2048 channels):
+    # handobjhead.pathway0_conv_fcn0 (512, 2048, 1, 3, 3) + ReLU, score_projection (2, 512, 1, 1, 1).
+    from pipeline.stages.common import build_model
+
+    args = dict(backbone="slowfast_r50", num_actions=400, num_objects=1000, dropout=0.0, interaction_maps=True)
+    state = build_model(args).state_dict()
+    assert tuple(state["map_head.hidden.weight"].shape) == (512, 2048, 1, 3, 3)
+    assert tuple(state["map_head.hidden.bias"].shape) == (512,)
+    assert tuple(state["map_head.score.weight"].shape) == (2, 512, 1, 1, 1)
+    assert float(state["map_head.score.bias"].abs().sum()) == 0.0
+    assert float(state["map_head.score.weight"].std()) == pytest.approx(0.01, rel=0.1)  # FC_INIT_STD
+    single = build_model({**args, "backbone": "slow_r50", "map_hidden_channels": 0}).state_dict()
+    assert "map_head.hidden.weight" not in single
+    assert tuple(single["map_head.score.weight"].shape) == (2, 2048, 1, 1, 1)
 
 
 def test_action_head_is_linear_on_mean_pooled_features():

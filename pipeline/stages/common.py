@@ -1,4 +1,5 @@
-"""Pieces every stage shares: resolving the output folder, loading the manifest, progress bars."""
+"""Pieces every stage shares: the output folder, the manifest and its rows, the device, progress bars,
+building a student from its checkpoint's model args and reading checkpoints safely."""
 from __future__ import annotations
 
 import os
@@ -69,3 +70,67 @@ def pick_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PipelineError(f"device '{device}' requested but no CUDA GPU is visible")
     return device
+
+
+def check_manifest_format(name: str) -> None:
+    """Config validation of ``manifest_format``."""
+    from data_manifests.formats import FORMATS
+
+    if name not in FORMATS:
+        raise ValueError(f"'manifest_format' must be one of {list(FORMATS)}, got {name!r}")
+
+
+def select_rows(table, split: str | None, view: str) -> list[int]:
+    """Rows of ``table`` in ``split`` (None: all) and view (Charades-Ego ``ego``/``exo``; ``all``)."""
+    rows = []
+    for i, c in enumerate(table):
+        if split is not None and c.split != split:
+            continue
+        if view != "all" and "ego" in c.extras and bool(c.extras["ego"]) != (view == "ego"):
+            continue
+        rows.append(i)
+    return rows
+
+
+def build_model(model_args: dict):
+    """The student described by a checkpoint's ``model_args`` (backbone, heads, dropout)."""
+    from student.backbones import create_backbone
+    from student.heads import EgoExoStudent
+
+    backbone = create_backbone(model_args["backbone"])
+    return EgoExoStudent(
+        backbone,
+        num_actions=model_args["num_actions"],
+        num_objects=model_args["num_objects"],
+        dropout=model_args["dropout"],
+        interaction_maps=model_args["interaction_maps"],
+        map_hidden_channels=model_args.get("map_hidden_channels"),
+        num_nouns=model_args.get("num_nouns", 0),
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file as a dict, read without running code (``weights_only=True``).
+
+    Ours, PySlowFast's and the Ego-Exo release's ``.pyth`` files hold tensors, numbers,
+    strings and containers; a file whose pickle asks for anything else (a class, a function
+    such as ``os.system``) is refused with the name it asked for.
+    """
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise PipelineError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        reason = next((ln.strip() for ln in first if "Unsupported global" in ln or "GLOBAL" in ln), first[0] if first else "")
+        raise PipelineError(f"refusing to load {p}: it asks to run or build something other than tensors ({reason})") from None
+    except Exception as e:
+        raise PipelineError(f"cannot read checkpoint {p}: {e.__class__.__name__}: {e}") from None
+    if not isinstance(ckpt, dict):
+        raise PipelineError(f"{p} is not a checkpoint (a {type(ckpt).__name__}, not a dict of tensors)")
+    return ckpt

@@ -26,8 +26,6 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         require(self, "checkpoint", "manifest", "video_root", "out")
-        from pipeline.stages.train import check_manifest_format
-
         check_manifest_format(self.manifest_format)
         if self.views < 1:
             raise ValueError("'views' must be at least 1")
@@ -35,7 +33,6 @@ class EvaluateConfig:
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from data_manifests.formats import clip_frame_rate, resolve_video
-    from pipeline.stages.train import build_model, load_checkpoint, select_rows
     from student.dataset import ClipDataset, ClipRef
     from student.train import evaluate_scores, predict
 

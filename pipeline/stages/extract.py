@@ -52,8 +52,6 @@ class ExtractConfig:
 
     def validate(self) -> None:
         require(self, "manifest", "video_root", "out")
-        from pipeline.stages.train import check_manifest_format
-
         check_manifest_format(self.manifest_format)
         if not any(getattr(self.teachers, k) for k in TEACHER_KINDS):
             raise ValueError("no teacher weights given: set at least one of teachers.ego, teachers.object, teachers.handobj")

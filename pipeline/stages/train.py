@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress, require
+from pipeline.stages.common import (build_model, check_manifest_format, load_checkpoint, load_table, pick_device,
+                                    prepare_out_dir, progress, require, select_rows)
 from student.train import LossWeights, OptimConfig
 
 
@@ -63,13 +64,6 @@ class TrainConfig:
             raise ValueError("optim.epochs and optim.batch_size must be at least 1")
 
 
-def check_manifest_format(name: str) -> None:
-    from data_manifests.formats import FORMATS
-
-    if name not in FORMATS:
-        raise ValueError(f"'manifest_format' must be one of {list(FORMATS)}, got {name!r}")
-
-
 def pretrain_defaults() -> TrainConfig:
     """Paper defaults for Ego-Exo pre-training (DESIGN.md section 1)."""
     from student.losses import PAPER_WEIGHTS
@@ -83,43 +77,6 @@ def finetune_defaults() -> TrainConfig:
     cfg = TrainConfig()
     cfg.data.view = "ego"
     return cfg
-
-
-def select_rows(table, split: str | None, view: str) -> list[int]:
-    rows = []
-    for i, c in enumerate(table):
-        if split is not None and c.split != split:
-            continue
-        if view != "all" and "ego" in c.extras and bool(c.extras["ego"]) != (view == "ego"):
-            continue
-        rows.append(i)
-    return rows
-
-
-def build_model(model_args: dict):
-    from student.backbones import create_backbone
-    from student.heads import EgoExoStudent
-
-    backbone = create_backbone(model_args["backbone"])
-    return EgoExoStudent(
-        backbone,
-        num_actions=model_args["num_actions"],
-        num_objects=model_args["num_objects"],
-        dropout=model_args["dropout"],
-        interaction_maps=model_args["interaction_maps"],
-    )
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise PipelineError(f"checkpoint not found: {p}")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise PipelineError(f"cannot read checkpoint {p}: {e.__class__.__name__}: {e}") from None
 
 
 def map_grid(model, cfg: TrainConfig) -> tuple[int, int, int] | None:
