@@ -35,9 +35,14 @@ def interaction_map_targets(boxes: np.ndarray, frame_time: np.ndarray, sample_ti
         flip: whether the clip was mirrored horizontally (after cropping).
         grid: (H, W) of the output map.
 
-    A cell's value is the highest score among boxes of that kind covering the cell's centre
-    (0 if none), the "soft" targets of the Ego-Exo paper. The contact column is not used.
-    Without any valid teacher frame the maps are all zero.
+    As the Ego-Exo release rasterises (``gen_targets``, "soft" mode): each box is clipped to
+    the crop, its corners scaled to the grid, floored and clamped to the last cell, and every
+    cell from the first to the last corner cell inclusive takes the highest score among the
+    boxes of that kind touching it. So any box inside the crop marks at least one cell, and a
+    40 px hand on a 224 crop (32 px cells) marks up to 4. A box wholly outside the crop marks
+    nothing (the release clamps it onto the border, where it would paint a strip of cells the
+    object is not in). The contact column is not used. Without any valid teacher frame the
+    maps are all zero.
     """
     height, width = grid
     sample_times = np.asarray(sample_times, dtype=np.float64)
@@ -53,16 +58,19 @@ def interaction_map_targets(boxes: np.ndarray, frame_time: np.ndarray, sample_ti
     if flip:
         bx1, bx2 = 1.0 - bx2, 1.0 - bx1
     score, kind = np.nan_to_num(b[..., 4]), b[..., 5]
+    inside = (bx2 > 0) & (bx1 < 1) & (by2 > 0) & (by1 < 1) & (score > 0)
 
-    cx = (np.arange(width) + 0.5) / width
-    cy = (np.arange(height) + 0.5) / height
-    covers_x = (bx1[..., None] <= cx) & (cx <= bx2[..., None])  # [T', K, W]
-    covers_y = (by1[..., None] <= cy) & (cy <= by2[..., None])  # [T', K, H]
-    covers = covers_y[..., :, None] & covers_x[..., None, :]    # [T', K, H, W]
+    def cell(v: np.ndarray, n: int) -> np.ndarray:
+        return np.clip(np.floor(np.nan_to_num(v) * n), 0, n - 1).astype(np.int64)
+
+    cx1, cx2, cy1, cy2 = cell(bx1, width), cell(bx2, width), cell(by1, height), cell(by2, height)
+    cols, rows = np.arange(width), np.arange(height)
+    touches_x = (cx1[..., None] <= cols) & (cols <= cx2[..., None])  # [T', K, W]
+    touches_y = (cy1[..., None] <= rows) & (rows <= cy2[..., None])  # [T', K, H]
+    touches = touches_y[..., :, None] & touches_x[..., None, :]      # [T', K, H, W]
     for channel in (HAND, OBJECT):
-        s = np.where((kind == channel) & (score > 0), score, 0.0)  # [T', K]
-        cell = np.where(covers, s[..., None, None], 0.0)
-        out[channel] = cell.max(axis=1, initial=0.0)
+        s = np.where((kind == channel) & inside, score, 0.0)  # [T', K]
+        out[channel] = np.where(touches, s[..., None, None], 0.0).max(axis=1, initial=0.0)
     return out
 
 

@@ -19,14 +19,53 @@ def cells(channel_map):
     return sorted(zip(*np.nonzero(channel_map)))
 
 
-def test_single_box_covers_the_cells_whose_centres_it_contains():
-    # 4x4 grid: centres at 0.125, 0.375, 0.625, 0.875. Box x in [0.3, 0.7], y in [0, 0.5].
+def test_single_box_marks_every_cell_it_touches():
+    # 4x4 grid. Box x in [0.3, 0.7] -> cells floor(1.2)=1 .. floor(2.8)=2; y in [0, 0.5] ->
+    # rows 0 .. floor(2.0)=2 (the end is inclusive, as in the release's gen_targets).
     boxes, ft, st = one_frame(box(0.3, 0.0, 0.7, 0.5, score=0.5))
     out = interaction_map_targets(boxes, ft, st, FULL, False, (4, 4))
     assert out.shape == (2, 1, 4, 4) and out.dtype == np.float32
-    assert cells(out[0, 0]) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert cells(out[0, 0]) == [(r, c) for r in (0, 1, 2) for c in (1, 2)]
     assert out[0, 0, 0, 1] == pytest.approx(0.5, abs=1e-3)  # score (float16 in the store)
     assert not out[1].any()
+
+
+@pytest.mark.parametrize("x1, x2, old_cells, new_cells", [
+    (100, 140, 1, 4),  # a 40 px hand straddling a cell corner on a 224 crop: 2 x 2 cells (was 1)
+    (99, 111, 0, 1),   # a 12 px hand between two cell centres: 1 cell (was 0: lost)
+])
+def test_small_hands_on_a_224_crop_are_not_lost(x1, x2, old_cells, new_cells):
+    # 224 px crop, 7x7 grid (32 px cells, centres at 16 + 32k): the same box in x and y.
+    boxes, ft, st = one_frame(box(x1 / 224, x1 / 224, x2 / 224, x2 / 224))
+    out = interaction_map_targets(boxes, ft, st, FULL, False, (7, 7))
+    assert len(cells(out[0, 0])) == new_cells
+    centres = 16 + 32 * np.arange(7)
+    assert ((centres >= x1) & (centres <= x2)).sum() ** 2 == old_cells  # what centre-coverage gave
+
+
+def _release_gen_targets(boxes_px, scores, crop_px, grid):
+    """The release's rasterisation written from its description (pixel boxes in the crop,
+    clamped to [0, crop-1], divided by the crop, floor(x * S) clamped to S-1, inclusive, max)."""
+    out = np.zeros((grid, grid), np.float32)
+    for (x1, y1, x2, y2), score in zip(boxes_px, scores):
+        x1, y1, x2, y2 = (np.clip([x1, y1, x2, y2], 0, crop_px - 1) / crop_px * grid).astype(int).clip(0, grid - 1)
+        out[y1:y2 + 1, x1:x2 + 1] = np.maximum(out[y1:y2 + 1, x1:x2 + 1], score)
+    return out
+
+
+def test_matches_the_release_rasterisation_on_random_boxes():
+    rng = np.random.default_rng(0)
+    crop_px, grid = 224, 7
+    for _ in range(50):
+        k = 5
+        xy = rng.uniform(0, crop_px, size=(k, 2))
+        wh = rng.uniform(2, 120, size=(k, 2))
+        px = np.concatenate([xy, np.minimum(xy + wh, crop_px - 1)], axis=1)
+        scores = rng.uniform(0.1, 1.0, size=k).astype(np.float16).astype(np.float32)
+        rows = [box(*(p / crop_px), score=s) for p, s in zip(px, scores)]
+        boxes = np.array([rows], dtype=np.float32)
+        out = interaction_map_targets(boxes, np.array([0.0]), np.array([0.0]), FULL, False, (grid, grid))
+        np.testing.assert_allclose(out[0, 0], _release_gen_targets(px, scores, crop_px, grid), atol=1e-6)
 
 
 def test_object_boxes_go_to_channel_1_and_overlaps_take_the_max():
@@ -34,8 +73,8 @@ def test_object_boxes_go_to_channel_1_and_overlaps_take_the_max():
     out = interaction_map_targets(boxes, ft, st, FULL, False, (4, 4))
     assert not out[0].any()
     expected = np.zeros((4, 4), dtype=np.float32)
-    expected[:2, :2] = 0.6
-    expected[1:, 1:] = 0.8  # the overlapping cell (1, 1) takes the higher score
+    expected[:3, :3] = 0.6  # x, y in [0, 0.5] touch cells 0..2
+    expected[1:, 1:] = 0.8  # [0.25, 1.0] touches 1..3; the overlap takes the higher score
     np.testing.assert_allclose(out[1, 0], expected, atol=1e-3)
 
 
@@ -43,36 +82,38 @@ def test_flip_mirrors_columns():
     boxes, ft, st = one_frame(box(0.0, 0.0, 0.3, 0.5))
     plain = interaction_map_targets(boxes, ft, st, FULL, False, (4, 4))
     flipped = interaction_map_targets(boxes, ft, st, FULL, True, (4, 4))
-    assert cells(plain[0, 0]) == [(0, 0), (1, 0)]
-    assert cells(flipped[0, 0]) == [(0, 3), (1, 3)]
+    assert cells(plain[0, 0]) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    assert cells(flipped[0, 0]) == [(0, 2), (0, 3), (1, 2), (1, 3), (2, 2), (2, 3)]
     np.testing.assert_array_equal(flipped, plain[..., ::-1])
 
 
 def test_crop_shifts_and_scales_boxes():
     # Crop the top-right quarter (x 0.5-1, y 0-0.5): the box becomes x 0.2-0.8, y 0.2-0.4
-    # in crop coordinates, covering centres x 0.375, 0.625 and y 0.375.
+    # in crop coordinates: columns 0..3, rows 0..1.
     boxes, ft, st = one_frame(box(0.6, 0.1, 0.9, 0.2))
     out = interaction_map_targets(boxes, ft, st, (0.5, 0.0, 1.0, 0.5), False, (4, 4))
-    assert cells(out[0, 0]) == [(1, 1), (1, 2)]
+    assert cells(out[0, 0]) == [(r, c) for r in (0, 1) for c in range(4)]
+    # A box reaching past the crop is clipped to it: x 0.45-0.6 -> crop x -0.1-0.2 -> column 0.
+    boxes, ft, st = one_frame(box(0.45, 0.1, 0.6, 0.2))
+    assert cells(interaction_map_targets(boxes, ft, st, (0.5, 0.0, 1.0, 0.5), False, (4, 4))[0, 0]) == [(0, 0), (1, 0)]
     # Crop then flip: mirrored within the crop.
-    out = interaction_map_targets(boxes, ft, st, (0.5, 0.0, 1.0, 0.5), True, (4, 4))
-    assert cells(out[0, 0]) == [(1, 1), (1, 2)]  # symmetric about the crop centre
-    # A box outside the crop leaves the map empty.
+    assert cells(interaction_map_targets(boxes, ft, st, (0.5, 0.0, 1.0, 0.5), True, (4, 4))[0, 0]) == [(0, 3), (1, 3)]
+    # A box wholly outside the crop leaves the map empty.
     boxes, ft, st = one_frame(box(0.0, 0.6, 0.4, 0.9))
     assert not interaction_map_targets(boxes, ft, st, (0.5, 0.0, 1.0, 0.5), False, (4, 4)).any()
 
 
 def test_non_square_grid():
-    boxes, ft, st = one_frame(box(0.0, 0.0, 0.5, 1.0))
+    boxes, ft, st = one_frame(box(0.0, 0.0, 0.5, 0.9))
     out = interaction_map_targets(boxes, ft, st, FULL, False, (2, 4))
     assert out.shape == (2, 1, 2, 4)
-    assert cells(out[0, 0]) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert cells(out[0, 0]) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
 
 
 def test_score_zero_rows_are_padding():
-    boxes, ft, st = one_frame(box(0.0, 0.0, 0.3, 0.5), box(0.0, 0.0, 1.0, 1.0, score=0.0), box(0, 0, 0, 0, 0, 0, 0))
+    boxes, ft, st = one_frame(box(0.0, 0.0, 0.2, 0.2), box(0.0, 0.0, 1.0, 1.0, score=0.0), box(0, 0, 0, 0, 0, 0, 0))
     out = interaction_map_targets(boxes, ft, st, FULL, False, (4, 4))
-    assert cells(out[0, 0]) == [(0, 0), (1, 0)]
+    assert cells(out[0, 0]) == [(0, 0)]
 
 
 def test_each_time_step_takes_the_nearest_valid_frame():
