@@ -63,7 +63,8 @@ def _clip(r: dict[str, str], actions: list[tuple[str, float, float]], index: dic
         raise ValueError(f"length {r['length']!r} is not a number") from None
     unknown = sorted({cid for cid, _, _ in actions if cid not in index})
     if unknown:
-        raise ValueError(f"action class(es) {', '.join(unknown)} not in the class list")
+        raise ValueError(f"action class(es) {', '.join(unknown)} not in the class list "
+                         "(by default Charades' 157 classes; set 'classes' to another list file)")
     egocentric = r.get("egocentric", "").lower()
     if egocentric in ("yes", "no"):
         ego = egocentric == "yes"

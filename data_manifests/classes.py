@@ -64,3 +64,49 @@ def epic100_verbs() -> list[str]:
 def epic100_nouns() -> list[str]:
     """The 300 EPIC-Kitchens-100 noun class keys, index = ``noun_class`` (``tap``, ``spoon``, ...)."""
     return list(_epic_keys("epic100_nouns.csv"))
+
+
+def shipped_classes(fmt: str) -> list[str] | None:
+    """The canonical label ids of a manifest format, the ones model-zoo checkpoints use:
+    Kinetics-400's 400 names, Charades' 157 ``cNNN`` ids, EPIC-100's 97 verbs; None for the
+    generic formats, whose classes come from the file."""
+    if fmt == "kinetics":
+        return kinetics400_classes()
+    if fmt == "charades_ego":
+        return [cid for cid, _ in charades_classes()]
+    if fmt == "epic100":
+        return epic100_verbs()
+    return None
+
+
+def read_class_list(path) -> list[str]:
+    """A class list file as label ids in file order: a CSV with a ``key`` column (EPIC's class
+    files), ``cNNN name`` lines (``Charades_v1_classes.txt``: the ids), or one label per line
+    (Kinetics' ``kinetics_400_labels`` style lists; a ``name`` header line is skipped)."""
+    import re
+    from pathlib import Path
+
+    from .table import ManifestError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"class list not found: {p}")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{p}: not a text class list") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ManifestError(f"{p}: empty class list")
+    header = next(csv.reader([lines[0]]))
+    if "key" in header:
+        return [r["key"].strip() for r in csv.DictReader(io.StringIO("\n".join(lines)))]
+    if all(re.fullmatch(r"c\d{3}\s+\S.*", line) for line in lines):
+        return [line.split()[0] for line in lines]
+    if len(header) == 2 and header[0].strip() in ("id", "") and header[1].strip() == "name":
+        return [next(csv.reader([line]))[1].strip() for line in lines[1:]]  # id,name CSV
+    names = lines[1:] if lines[0].lower() in ("name", "label", "class") else lines
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ManifestError(f"{p}: class {dup!r} is listed twice")
+    return names

@@ -936,6 +936,9 @@ def make_demo(out_dir: str | Path, seed: int = 0, scale: float = 1.0, workers: i
             w.writerow(header)
             w.writerows(sorted(rows))
 
+    # The demo's own label sets (not Kinetics-400's or Charades' 157): stages read them with
+    # ``classes=<file>``, as a user with Kinetics-600/700 or another label set would.
+    (out / "kinetics" / "classes.txt").write_text("".join(f"{name}\n" for name in ACTIVITIES))
     classes_txt = out / "charades_ego" / "Charades_v1_classes.txt"
     classes_txt.write_text("".join(f"{cid} {name}\n" for cid, name in zip(ACTION_IDS, ACTIVITIES)))
     (out / "ground_truth" / "README.md").write_text(_GT_README.format(fps=FPS, w=WIDTH, h=HEIGHT))
@@ -959,6 +962,7 @@ def make_demo(out_dir: str | Path, seed: int = 0, scale: float = 1.0, workers: i
         "counts": counts,
         "files": {
             "kinetics_csv": "kinetics/kinetics_demo.csv",
+            "kinetics_classes": "kinetics/classes.txt",
             "kinetics_video_dir": "kinetics/videos",
             "charades_ego_train_csv": "charades_ego/CharadesEgo_v1_train.csv",
             "charades_ego_test_csv": "charades_ego/CharadesEgo_v1_test.csv",

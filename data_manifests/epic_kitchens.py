@@ -148,7 +148,8 @@ def scan_epic100_csv(
 
     path = Path(path)
     verb_classes = list(verb_classes) if verb_classes is not None else epic100_verbs()
-    n_nouns = len(noun_classes) if noun_classes is not None else len(epic100_nouns())
+    noun_classes = list(noun_classes) if noun_classes is not None else epic100_nouns()
+    n_nouns = len(noun_classes)
     split = split or _split_from_name(path)
     if video_info is None:
         video_info = _find_video_info(path, video_root)
@@ -157,7 +158,7 @@ def scan_epic100_csv(
     rows, problems = scan_csv_rows(path, REQUIRED)
     clips, lines = parse_rows(rows, lambda r: _clip(r, len(verb_classes), n_nouns, split, video_fps or {}), problems)
     problems.sort()
-    table = ClipTable(clips, verb_classes, False, "epic100", str(path), file_sha256(path))
+    table = ClipTable(clips, verb_classes, False, "epic100", str(path), file_sha256(path), noun_classes)
     return table, lines, problems
 
 

@@ -64,7 +64,16 @@ def load_manifest(
 
 
 def scan_manifest(path: Path, fmt: str, video_root: str | Path | None = None, classes: list[str] | None = None) -> Scan:
-    """Row-by-row parse of a manifest in format ``fmt``: ``(table, lines, problems)``, never raising for a bad row."""
+    """Row-by-row parse of a manifest in format ``fmt``: ``(table, lines, problems)``, never raising for a bad row.
+
+    ``classes`` default to the dataset's shipped list (:func:`~data_manifests.classes.shipped_classes`),
+    so label ids match the model zoo's whatever subset a file holds; a label outside the list
+    is a problem of its row.
+    """
+    if classes is None:
+        from data_manifests.classes import shipped_classes
+
+        classes = shipped_classes(fmt)
     if fmt == "kinetics":
         from data_manifests.kinetics import scan_kinetics_csv
 

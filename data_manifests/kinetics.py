@@ -43,7 +43,9 @@ def _clip(r: dict[str, str], index: dict[str, int], n_classes: int) -> Clip:
         raise ValueError(f"time_end {end} is not after time_start {start}")
     label = r.get("label") or None
     if label is not None and label not in index:
-        raise ValueError(f"label {label!r} is not one of the {n_classes} classes")
+        raise ValueError(f"label {label!r} is not one of the {n_classes} classes of the class list (by default the "
+                         "shipped Kinetics-400 list; for Kinetics-600/700 or your own labels set 'classes' to a "
+                         "file with one label per line)")
     if not r["split"]:
         raise ValueError("empty split")
     clip_id = kinetics_clip_id(youtube_id, start, end)

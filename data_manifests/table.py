@@ -56,6 +56,7 @@ class ClipTable:
     format: str = "generic"
     source: str | None = None  # manifest path
     source_sha256: str | None = None
+    noun_classes: list[str] = field(default_factory=list)  # EPIC-100: the nouns ``extras["noun_class"]`` indexes
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -74,7 +75,8 @@ class ClipTable:
             if (split is None or c.split == split)
             and all(c.extras.get(k) == v for k, v in extras.items())
         ]
-        return ClipTable(keep, self.classes, self.multilabel, self.format, self.source, self.source_sha256)
+        return ClipTable(keep, self.classes, self.multilabel, self.format, self.source, self.source_sha256,
+                         self.noun_classes)
 
     def label_matrix(self):
         """[N, num_classes] 0/1 float32 matrix of the labels (multi-hot)."""

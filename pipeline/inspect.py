@@ -149,7 +149,7 @@ def draw_clip(store, clip_id: str, out: str, video_root: str | None) -> None:
     row = ids.index(clip_id)
     sig = store.read_row(row)
     man = store.attrs["manifest"]
-    table = load_manifest(man["path"], man["format"])
+    table = load_manifest(man["path"], man["format"], store.attrs.get("classes"))  # the class list the store was written with
     root = video_root or store.attrs.get("video_root")
     if root is None:
         raise PipelineError("pass --video-root to draw a clip")

@@ -1,12 +1,23 @@
 """Clip dataset for the student: decoded frames plus the teacher targets aligned to them.
 
-Each item samples a window of ``num_frames`` frames at ``fps`` from a clip, crops
-and flips it, and builds the distillation targets from the signals store for exactly
-that window and crop: the mean ego/object teacher logits of the teacher frames
-inside the window, and interaction maps whose boxes went through the same crop/flip.
+Sampling follows PySlowFast, the release's data pipeline: ``num_frames`` frames every
+``sampling_rate`` frames of a ``target_fps`` video from a random start (training) or from
+evenly spaced starts (testing); in training the short side is resized to a random size in
+``train_jitter_scales`` and a random ``crop`` square is cut and maybe flipped; in testing
+the short side is resized to ``test_short_side`` and 1 or 3 squares of that size are cut
+along the long side. The distillation targets are built for exactly that window and crop:
+the mean ego/object teacher logits of the teacher frames inside the window, and
+interaction maps whose boxes went through the same crop and flip, one per time step of
+the Slow pathway.
+
+Each training item's randomness is drawn from ``(seed, epoch, index)``. The epoch travels
+with the index from :class:`EpochSampler`, which runs in the main process, so persistent
+DataLoader workers see every epoch (a ``set_epoch`` on the dataset would reach only the
+main process's copy) and the same seed replays the same windows, crops and flips.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,124 +39,232 @@ class ClipRef:
     labels: tuple[int, ...]
     row: int  # row in the signals store (= manifest row)
     frame_rate: float | None = None  # only for a folder of extracted frames (EPIC rgb_frames)
+    # Charades-Ego: (class, start s, end s) of each action; a training window's labels are
+    # the classes whose intervals overlap it. None: ``labels`` hold for every window.
+    actions: tuple[tuple[int, float, float], ...] | None = None
+    noun: int | None = None  # EPIC-100 noun class (``labels`` hold the verb)
 
 
-def window_times(frame_time: np.ndarray, num_windows: int) -> np.ndarray:
-    """Mean time of each window of consecutive teacher frames (NaN for a window of padding only)."""
-    per = int(np.ceil(len(frame_time) / num_windows))
-    t = np.full(num_windows * per, np.nan)
-    t[: len(frame_time)] = frame_time
-    t = t.reshape(num_windows, per)
+@dataclass(frozen=True)
+class Sampling:
+    """Clip geometry: how many frames, how far apart, and the spatial sizes."""
+
+    num_frames: int
+    frame_step: float  # seconds between sampled frames: sampling_rate / target_fps
+    train_jitter_scales: tuple[int, int]  # short side drawn uniformly in [lo, hi] for training
+    crop: int  # training crop
+    test_short_side: int  # testing: short side and crop size
+    slow_indices: tuple[int, ...]  # frames whose times the Slow pathway (and its maps) sees
+
+    @classmethod
+    def from_config(cls, num_frames: int, sampling_rate: float, target_fps: float, train_jitter_scales,
+                    crop: int, test_short_side: int, alpha: int = 1) -> "Sampling":
+        from student.backbones import slow_frame_indices
+
+        lo, hi = (int(v) for v in train_jitter_scales)
+        slow = slow_frame_indices(num_frames, alpha).tolist() if alpha > 1 else list(range(num_frames))
+        return cls(int(num_frames), float(sampling_rate) / float(target_fps), (lo, hi), int(crop),
+                   int(test_short_side), tuple(slow))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Sampling":
+        """Back from a checkpoint's ``sampling`` entry (lists become tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def span(self) -> float:
+        """Seconds from the first sampled frame's time to one step past the last."""
+        return self.num_frames * self.frame_step
+
+
+def window_times(frame_time: np.ndarray, frames_per_window: int) -> np.ndarray:
+    """Mean time of each window of ``frames_per_window`` consecutive teacher frames, the ego
+    teacher's grouping (NaN for a window of padding only); the last window may be short."""
+    n = len(frame_time)
+    windows = math.ceil(n / frames_per_window)
+    t = np.full(windows * frames_per_window, np.nan)
+    t[:n] = frame_time
+    t = t.reshape(windows, frames_per_window)
     valid = np.isfinite(t)
     total = np.where(valid, t, 0.0).sum(axis=1)
     count = valid.sum(axis=1)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def window_labels(actions, t0: float, t1: float) -> tuple[int, ...]:
+    """Classes of the actions whose [start, end] interval overlaps [t0, t1] (the release's
+    union of the per-frame labels over the sampled span)."""
+    return tuple(sorted({c for c, s, e in actions if s <= t1 and e >= t0}))
+
+
+def _crop_offsets(size: int, crop: int, position: int, positions: int) -> int:
+    """PySlowFast ``uniform_crop``: 0, ceil((size - crop) / 2), size - crop for 3 crops."""
+    if positions == 1 or position == 1:
+        return int(math.ceil((size - crop) / 2))
+    return 0 if position == 0 else size - crop
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` for every item, shuffled by ``(seed, epoch)``.
+
+    Runs in the main process, so the epoch reaches the DataLoader workers with each index.
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True):
+        self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_items)
+                 if self.shuffle else np.arange(self.num_items))
+        return iter([(self.epoch, int(i)) for i in order])
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
 class ClipDataset(torch.utils.data.Dataset):
+    """Items are dicts: ``video`` [3,T,H,W] normalised, ``label`` (class index, or multi-hot when
+    ``multilabel``), ``noun`` (EPIC), ``index`` (clip), ``sample`` [t0, short side, y0, x0, flip]
+    and, with a store, ``ego``, ``object``, ``interaction_map`` [2,T',H',W'] and
+    ``interaction_map_valid`` [T'] (False where the frame lay past the video's end).
+
+    Index with ``(epoch, i)`` (what :class:`EpochSampler` yields) or a plain ``i`` (epoch 0).
+    In testing ``i`` runs over clips x ``temporal_views`` x ``spatial_crops``.
+    """
+
     def __init__(
         self,
         clips: list[ClipRef],
         num_classes: int,
+        sampling: Sampling,
         multilabel: bool = False,
-        num_frames: int = 8,
-        fps: float = 4.0,
-        short_side: int = 80,
-        crop: int = 64,
         train: bool = True,
-        views: int = 1,
+        temporal_views: int = 1,
+        spatial_crops: int = 1,
         store_path: str | None = None,
-        map_grid: tuple[int, int, int] | None = None,  # (T', H', W') of the student's map output
+        map_grid: tuple[int, int] | None = None,  # (H', W') of the student's map output
         mean: tuple[float, ...] = KINETICS_MEAN,
         std: tuple[float, ...] = KINETICS_STD,
         seed: int = 0,
     ):
         self.clips = clips
         self.num_classes = num_classes
+        self.sampling = sampling
         self.multilabel = multilabel
-        self.num_frames, self.fps = num_frames, fps
-        self.short_side, self.crop = short_side, crop
-        self.train, self.views = train, (1 if train else views)
+        self.train = train
+        self.temporal_views = 1 if train else temporal_views
+        self.spatial_crops = 1 if train else spatial_crops
         self.store_path, self.map_grid = store_path, map_grid
         self.mean = np.asarray(mean, dtype=np.float32) * 255
         self.std = np.asarray(std, dtype=np.float32) * 255
         self.seed = seed
-        self.epoch = 0
         self._store = None  # opened lazily, once per worker process
+        self._ego_window = None
+
+    @property
+    def views(self) -> int:
+        return self.temporal_views * self.spatial_crops
 
     def __len__(self) -> int:
         return len(self.clips) * self.views
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, index))
-
-    def window(self, clip: ClipRef, view: int, rng: np.random.Generator) -> np.ndarray:
-        """Sample times of one clip window: random in training, evenly spaced views in testing."""
-        span = self.num_frames / self.fps
-        end = clip.end if clip.end is not None else clip.start + span
-        slack = max(0.0, (end - clip.start) - span)
-        if self.train:
+    def window(self, clip: ClipRef, temporal_view: int, rng: np.random.Generator | None) -> np.ndarray:
+        """Sample times of one clip window: a random start in training; in testing view k of N
+        starts at k/(N-1) of the slack (the first and last views touch the clip's ends, as the
+        release tests Charades-Ego and EPIC), one view at the centre."""
+        s = self.sampling
+        end = clip.end if clip.end is not None else clip.start + s.span
+        slack = max(0.0, (end - clip.start) - s.span)
+        if rng is not None:
             t0 = clip.start + rng.uniform(0, slack)
+        elif self.temporal_views > 1:
+            t0 = clip.start + slack * temporal_view / (self.temporal_views - 1)
         else:
-            t0 = clip.start + slack * ((view + 0.5) / self.views if self.views > 1 else 0.5)
-        return t0 + np.arange(self.num_frames) / self.fps
+            t0 = clip.start + slack / 2
+        return t0 + np.arange(s.num_frames) * s.frame_step
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         ci, view = divmod(index, self.views)
+        temporal_view, spatial = divmod(view, self.spatial_crops)
         clip = self.clips[ci]
-        rng = self._rng(index)
-        times = self.window(clip, view, rng)
-        got = read_frames(clip.path, times, short_side=self.short_side, frame_rate=clip.frame_rate)
-        frames = got.frames
-        h, w = frames.shape[1:3]
-        if self.train:
-            y0, x0 = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+        rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
+        times = self.window(clip, temporal_view, rng)
+        s = self.sampling
+        if rng is not None:
+            short_side = int(round(rng.uniform(*s.train_jitter_scales)))
+            crop = s.crop
+        else:
+            short_side = crop = s.test_short_side
+        got = read_frames(clip.path, times, short_side=short_side, frame_rate=clip.frame_rate)
+        h, w = got.frames.shape[1:3]
+        crop = min(crop, h, w)
+        if rng is not None:
+            y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
             flip = bool(rng.random() < 0.5)
         else:
-            y0, x0 = (h - self.crop) // 2, (w - self.crop) // 2
+            y0 = _crop_offsets(h, crop, spatial, self.spatial_crops) if h > w else _crop_offsets(h, crop, 1, 1)
+            x0 = _crop_offsets(w, crop, spatial, self.spatial_crops) if w >= h else _crop_offsets(w, crop, 1, 1)
             flip = False
-        frames = frames[:, y0 : y0 + self.crop, x0 : x0 + self.crop]
+        frames = got.frames[:, y0 : y0 + crop, x0 : x0 + crop]
         if flip:
             frames = frames[:, :, ::-1]
         video = (frames.astype(np.float32) - self.mean) / self.std
+        valid = np.asarray(got.valid, dtype=bool)
         item = {
             "video": torch.from_numpy(np.ascontiguousarray(video.transpose(3, 0, 1, 2))),
-            "label": self._label(clip),
+            "label": self._label(clip, times[valid] if valid.any() else times[:1]),
             "index": ci,
+            "sample": torch.tensor([times[0], short_side, y0, x0, float(flip)], dtype=torch.float64),
         }
+        if clip.noun is not None:
+            item["noun"] = torch.tensor(clip.noun, dtype=torch.long)
         if self.store_path is not None:
-            crop_box = (x0 / w, y0 / h, (x0 + self.crop) / w, (y0 + self.crop) / h)
-            item.update(self._targets(clip.row, times, crop_box, flip))
+            crop_box = (x0 / w, y0 / h, (x0 + crop) / w, (y0 + crop) / h)
+            item.update(self._targets(clip.row, times, valid, crop_box, flip))
         return item
 
-    def _label(self, clip: ClipRef):
+    def _label(self, clip: ClipRef, times: np.ndarray | None = None):
         if self.multilabel:
+            labels = clip.labels
+            if self.train and clip.actions is not None and times is not None:
+                labels = window_labels(clip.actions, float(times[0]), float(times[-1]))
             y = torch.zeros(self.num_classes)
-            y[list(clip.labels)] = 1.0
+            y[list(labels)] = 1.0
             return y
         return torch.tensor(clip.labels[0] if clip.labels else -1, dtype=torch.long)
 
-    def _targets(self, row: int, times: np.ndarray, crop_box, flip: bool) -> dict:
+    def _open_store(self):
         from pipeline.io.store import open_store
-        from student.targets import interaction_map_targets, soft_logits_for_window
 
         if self._store is None:
             self._store = open_store(self.store_path)
-        sig = self._store.read_row(row)
+            ego = self._store.attrs.get("teachers", {}).get("ego")
+            self._ego_window = int(ego["spec"]["num_frames"]) if ego else None
+        return self._store
+
+    def _targets(self, row: int, times: np.ndarray, valid: np.ndarray, crop_box, flip: bool) -> dict:
+        from student.targets import interaction_map_targets, soft_logits_for_window
+
+        sig = self._open_store().read_row(row)
         ft = sig["frame_time"]
-        t0, t1 = float(times[0]), float(times[-1]) + 1.0 / self.fps
+        # The window ends one frame step after its last frame that lies inside the video:
+        # frames past the end repeat the last one and must not pull in teacher rows.
+        kept = times[valid] if valid.any() else times[:1]
+        t0, t1 = float(kept[0]), float(kept[-1]) + self.sampling.frame_step
         out = {}
         if "ego/logits" in sig:
             ego = sig["ego/logits"]
-            out["ego"] = torch.from_numpy(soft_logits_for_window(ego, window_times(ft, ego.shape[0]), t0, t1))
+            out["ego"] = torch.from_numpy(soft_logits_for_window(ego, window_times(ft, self._ego_window), t0, t1))
         if "object/logits" in sig:
             out["object"] = torch.from_numpy(soft_logits_for_window(sig["object/logits"], ft, t0, t1))
         if "handobj/boxes" in sig and self.map_grid is not None:
-            tp, gh, gw = self.map_grid
-            step = max(1, len(times) // tp)
-            maps = interaction_map_targets(sig["handobj/boxes"], ft, times[::step][:tp], crop_box, flip, (gh, gw))
+            slow = list(self.sampling.slow_indices)
+            maps = interaction_map_targets(sig["handobj/boxes"], ft, times[slow], crop_box, flip, self.map_grid)
             out["interaction_map"] = torch.from_numpy(maps.astype(np.float32))
+            out["interaction_map_valid"] = torch.from_numpy(valid[slow].copy())
         return out

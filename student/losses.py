@@ -28,17 +28,21 @@ def distillation_kl(student_logits: Tensor, teacher_logits: Tensor, temperature:
 
 
 def interaction_map_bce(logits: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
-    """Mean BCE-with-logits over cells of [B,T,H,W] maps, over the samples marked ``valid``.
+    """Mean BCE-with-logits over the cells of [B,T,H,W] maps (the release's mean over B*T*H*W),
+    over the samples ``valid`` [B] or the time steps ``valid`` [B,T] marks (frames past a
+    video's end have no teacher map).
 
-    With no valid sample the result is a zero that still depends on ``logits``, so every
+    With nothing valid the result is a zero that still depends on ``logits``, so every
     rank in a distributed step has the same graph.
     """
     per_cell = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
-    per_sample = per_cell.flatten(1).mean(dim=1)
+    per_step = per_cell.flatten(2).mean(dim=2)  # [B, T]
     if valid is None:
-        return per_sample.mean()
-    valid = valid.to(per_sample.dtype)
-    return (per_sample * valid).sum() / valid.sum().clamp(min=1.0)
+        return per_step.mean()
+    valid = valid.to(per_step.dtype)
+    if valid.dim() == 1:
+        valid = valid[:, None].expand_as(per_step)
+    return (per_step * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 def _action_loss(logits: Tensor, target: Tensor, multilabel: bool) -> Tensor:
@@ -56,14 +60,15 @@ def egoexo_losses(outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], 
         targets: ``action`` (class indices [B], or multi-hot [B,A] when ``multilabel``),
             ``ego`` teacher logits [B,2], ``object`` teacher logits [B,C],
             ``interaction_map`` soft targets in [0,1] [B,2,T,H,W] (channel 0 hand, 1 object),
-            optional ``interaction_map_valid`` [B] (samples without a teacher map are left out).
-        weights: per term (``action``, ``ego``, ``object``, ``hand_map``, ``object_map``);
+            optional ``interaction_map_valid`` [B] or [B,T] (samples or time steps without a
+            teacher map are left out), ``noun`` class indices [B] (EPIC-100).
+        weights: per term (``action``, ``noun``, ``ego``, ``object``, ``hand_map``, ``object_map``);
             see :data:`PAPER_WEIGHTS`.
         temperature: distillation temperature for the ego and object terms.
         multilabel: BCE-with-logits for the action term instead of cross-entropy.
 
     Returns:
-        ``loss_action``, ``loss_ego``, ``loss_object``, ``loss_hand_map``, ``loss_object_map``,
+        ``loss_action``, ``loss_noun``, ``loss_ego``, ``loss_object``, ``loss_hand_map``, ``loss_object_map``,
         each already multiplied by its weight. A term whose weight is 0 (or not given) or
         whose target is missing is left out, not computed.
     """
@@ -78,6 +83,8 @@ def egoexo_losses(outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], 
     losses: dict[str, Tensor] = {}
     if wanted("action", "action"):
         losses["loss_action"] = weights["action"] * _action_loss(outputs["action"], targets["action"], multilabel)
+    if wanted("noun", "noun"):  # EPIC-100: verb (action) and noun cross-entropies are summed
+        losses["loss_noun"] = weights["noun"] * F.cross_entropy(outputs["noun"].float(), targets["noun"].long())
     for term in ("ego", "object"):
         if wanted(term, term):
             losses[f"loss_{term}"] = weights[term] * distillation_kl(outputs[term], targets[term], temperature)

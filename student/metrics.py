@@ -4,11 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> np.ndarray:
+    """[N] bool: whether each row's label is among its k highest scores."""
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.any(top == labels[:, None], axis=1)
+
+
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Fraction of rows whose label is among the k highest scores."""
-    k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1)[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    return float(np.mean(topk_hits(scores, labels, k)))
 
 
 def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:

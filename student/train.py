@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -21,15 +21,38 @@ from student.metrics import mean_average_precision, topk_accuracy
 
 @dataclass
 class OptimConfig:
+    """SGD as PySlowFast runs it (SOLVER.* / BN.* of the Ego-Exo release's configs)."""
+
     epochs: int = 10
     batch_size: int = 16
-    lr: float = 0.1  # for batch_size; SGD momentum as in PySlowFast
+    lr: float = 0.1  # SOLVER.BASE_LR for ``base_batch_size`` (or for ``batch_size`` when that is unset)
+    base_batch_size: int | None = None  # linear scaling: the lr used is lr * batch_size / base_batch_size
+    lr_policy: Literal["cosine", "steps"] = "cosine"  # steps: PySlowFast steps_with_relative_lrs
+    steps: list[float] = field(default_factory=list)  # epochs where each of ``lrs`` starts (first 0)
+    lrs: list[float] = field(default_factory=list)  # relative lr of each step
+    warmup_epochs: float = 0.0
+    warmup_start_lr: float = 0.01  # absolute, at batch base_batch_size (scaled like lr)
     momentum: float = 0.9
+    nesterov: bool = True  # SOLVER.NESTEROV (True in every release config)
     weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
+    bn_weight_decay: float = 0.0  # BN.WEIGHT_DECAY: BatchNorm weights and biases are not decayed
+    precise_bn_batches: int = 0  # BN.NUM_BATCHES_PRECISE after every epoch (0: off)
     num_workers: int = 1  # DataLoader decode processes
     seed: int = 0
     bf16: bool = True  # autocast on CUDA only
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("optim.epochs and optim.batch_size must be at least 1")
+        if self.lr <= 0:
+            raise ValueError("optim.lr must be > 0")
+        if self.lr_policy == "steps":
+            if not self.steps or self.steps[0] != 0 or len(self.steps) != len(self.lrs):
+                raise ValueError("optim.lr_policy 'steps' needs optim.steps starting at 0 and one optim.lrs entry per step")
+            if list(self.steps) != sorted(self.steps):
+                raise ValueError("optim.steps must increase")
+        if self.base_batch_size is not None and self.base_batch_size < 1:
+            raise ValueError("optim.base_batch_size must be at least 1")
 
 
 @dataclass
@@ -37,6 +60,7 @@ class LossWeights:
     """Weights of the named loss terms; 0 drops a term (all distillation at 0 = the baseline)."""
 
     action: float = 1.0
+    noun: float = 1.0  # EPIC-100's noun cross-entropy, summed with the verb's (``action``)
     ego: float = 0.0
     object: float = 0.0
     hand_map: float = 0.0
@@ -50,11 +74,65 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
 
 
-def _lr_at(epoch_float: float, cfg: OptimConfig) -> float:
-    """Linear warm-up then half-cosine decay to 0 (PySlowFast's cosine policy)."""
+def lr_at(epoch_float: float, cfg: OptimConfig) -> float:
+    """The learning rate at a fractional epoch, as PySlowFast's ``get_lr_at_epoch`` computes it.
+
+    Cosine: ``lr * (cos(pi * e / epochs) + 1) / 2`` (the release's fork has no end lr);
+    steps: ``lr * lrs[i]`` for the last step ``i`` started. During warm-up the lr rises
+    linearly from ``warmup_start_lr`` to the policy's value at the end of warm-up (not to
+    the base lr). ``lr`` and ``warmup_start_lr`` are scaled by ``batch_size / base_batch_size``.
+    """
+    scale = cfg.batch_size / cfg.base_batch_size if cfg.base_batch_size else 1.0
+    base = cfg.lr * scale
+
+    def policy(e: float) -> float:
+        if cfg.lr_policy == "cosine":
+            return base * 0.5 * (math.cos(math.pi * e / cfg.epochs) + 1.0)
+        started = [i for i, step in enumerate(cfg.steps) if e >= step]
+        return base * cfg.lrs[started[-1] if started else 0]
+
     if epoch_float < cfg.warmup_epochs:
-        return cfg.lr * (0.1 + 0.9 * epoch_float / cfg.warmup_epochs)
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch_float / cfg.epochs))
+        start, end = cfg.warmup_start_lr * scale, policy(cfg.warmup_epochs)
+        return start + (end - start) * epoch_float / cfg.warmup_epochs
+    return policy(epoch_float)
+
+
+def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
+    """Two SGD groups: BatchNorm parameters at ``bn_weight_decay``, the rest at ``weight_decay``."""
+    norm = {id(p) for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+            for p in m.parameters(recurse=False)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in norm], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) in norm], "weight_decay": cfg.bn_weight_decay},
+    ]
+
+
+def train_loader(dataset, cfg: OptimConfig) -> torch.utils.data.DataLoader:
+    """The training DataLoader: an :class:`~student.dataset.EpochSampler` hands each worker
+    ``(epoch, index)``, so augmentation changes every epoch even with persistent workers."""
+    from student.dataset import EpochSampler
+
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
+        drop_last=len(dataset) > cfg.batch_size, num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+
+
+def precise_bn(model: torch.nn.Module, loader, num_batches: int, device: str) -> None:
+    """Recompute BatchNorm statistics as exact averages over ``num_batches`` training batches
+    (PySlowFast's precise BN; torch's ``update_bn`` does the averaging)."""
+    from itertools import islice
+
+    from torch.optim.swa_utils import update_bn
+
+    was_training = model.training
+    update_bn((b["video"] for b in islice(loader, num_batches)), model, device=torch.device(device))
+    model.train(was_training)
+
+
+TARGET_KEYS = ("noun", "ego", "object", "interaction_map", "interaction_map_valid")
 
 
 def fit(
@@ -74,18 +152,15 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     model.to(device)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
-        num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    loader = train_loader(train_set, cfg)
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=lr_at(0.0, cfg), momentum=cfg.momentum,
+                                nesterov=cfg.nesterov)
     w = {k: v for k, v in asdict(weights).items() if k != "temperature"}
     history: list[dict] = []
     start_epoch = 0
     last = out / "last.pt"
     if last.exists():  # resume
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        state = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
@@ -94,20 +169,19 @@ def fit(
     steps_per_epoch = max(1, len(loader))
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)
         sums: dict[str, float] = {}
         n = 0
         t_start = time.time()
         bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
         for step, batch in enumerate(loader):
             for g in optimizer.param_groups:
-                g["lr"] = _lr_at(epoch + step / steps_per_epoch, cfg)
+                g["lr"] = lr_at(epoch + step / steps_per_epoch, cfg)
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 outputs = model(batch["video"])
             outputs = {k: v.float() for k, v in outputs.items()}
-            targets = {"action": batch["label"], **{k: batch[k] for k in ("ego", "object", "interaction_map") if k in batch}}
+            targets = {"action": batch["label"], **{k: batch[k] for k in TARGET_KEYS if k in batch}}
             terms = egoexo_losses(outputs, targets, w, temperature=weights.temperature, multilabel=multilabel)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
@@ -122,6 +196,8 @@ def fit(
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         if bar:
             bar.close()
+        if cfg.precise_bn_batches:
+            precise_bn(model, loader, cfg.precise_bn_batches, device)
         record = {"epoch": epoch + 1, "seconds": round(time.time() - t_start, 2), **{k: v / max(n, 1) for k, v in sums.items()}}
         history.append(record)
         log("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
@@ -133,39 +209,58 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, dataset, batch_size: int = 16, num_workers: int = 1, device: str = "cpu", progress=None):
-    """Action scores per clip, averaged over the dataset's views (multi-view testing).
+def predict(model: torch.nn.Module, dataset, batch_size: int = 16, num_workers: int = 1, device: str = "cpu",
+            ensemble: Literal["max", "mean", "sum"] = "sum", progress=None) -> dict[str, np.ndarray]:
+    """Per-clip scores over the dataset's views (temporal x spatial), combined by ``ensemble``.
 
-    Returns (scores [N, A], clip indices [N]) with softmax (single-label) or sigmoid (multi-label) scores.
+    Scores are softmax (single-label) or sigmoid (multi-label) per view, as PySlowFast's
+    ``TestMeter`` combines them: ``sum`` (its default), ``mean`` or ``max`` (Charades-Ego).
+    Returns ``{"action": [N, A]}``, plus ``"noun"`` for a model with a noun head (EPIC-100).
     """
     model.eval().to(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     n_clips = len(dataset.clips)
-    sums, counts = None, np.zeros(n_clips)
+    combined: dict[str, np.ndarray] = {}
+    counts = np.zeros(n_clips)
     it = progress(loader, desc="evaluate", leave=False) if progress else loader
     for batch in it:
-        logits = model(batch["video"].to(device))["action"].float()
-        probs = torch.sigmoid(logits) if dataset.multilabel else torch.softmax(logits, dim=1)
-        probs = probs.cpu().numpy()
-        if sums is None:
-            sums = np.zeros((n_clips, probs.shape[1]))
+        outputs = model(batch["video"].to(device))
         idx = batch["index"].numpy()
-        np.add.at(sums, idx, probs)
         np.add.at(counts, idx, 1)
-    return sums / counts[:, None]
+        for head in ("action", "noun"):
+            if head not in outputs:
+                continue
+            logits = outputs[head].float()
+            multilabel = dataset.multilabel and head == "action"
+            probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).cpu().numpy()
+            if head not in combined:
+                combined[head] = np.full((n_clips, probs.shape[1]), -np.inf if ensemble == "max" else 0.0)
+            (np.maximum if ensemble == "max" else np.add).at(combined[head], idx, probs)
+    if ensemble == "mean":
+        combined = {k: v / counts[:, None] for k, v in combined.items()}
+    return combined
 
 
-def evaluate_scores(scores: np.ndarray, dataset) -> dict:
-    """Metrics for a dataset's clips: mAP for multi-label, top-1/top-5 for single-label."""
+def evaluate_scores(scores: dict[str, np.ndarray], dataset) -> dict:
+    """Metrics for a dataset's clips: mAP over the classes with a positive (multi-label);
+    top-1/top-5 (single-label); for EPIC-100 also noun and action top-1/top-5, an action
+    counted right at k when its verb is in the verb top-k and its noun in the noun top-k
+    (the release's ``multitask_topks_correct``)."""
+    from student.metrics import chance_map, topk_hits
+
+    clips = dataset.clips
     if dataset.multilabel:
-        targets = np.stack([dataset._label(c).numpy() for c in dataset.clips])
-        from student.metrics import chance_map
-
-        return {"mAP": mean_average_precision(scores, targets), "chance_mAP": chance_map(targets), "clips": len(targets)}
-    labels = np.array([c.labels[0] for c in dataset.clips])
-    return {
-        "top1": topk_accuracy(scores, labels, 1),
-        "top5": topk_accuracy(scores, labels, 5),
-        "chance_top1": float(np.bincount(labels).max() / len(labels)),
-        "clips": len(labels),
-    }
+        targets = np.stack([dataset._label(c).numpy() for c in clips])
+        return {"mAP": mean_average_precision(scores["action"], targets), "chance_mAP": chance_map(targets),
+                "clips": len(targets)}
+    labels = np.array([c.labels[0] for c in clips])
+    out = {"top1": topk_accuracy(scores["action"], labels, 1), "top5": topk_accuracy(scores["action"], labels, 5),
+           "chance_top1": float(np.bincount(labels).max() / len(labels)), "clips": len(labels)}
+    if "noun" in scores:
+        nouns = np.array([c.noun for c in clips])
+        for k in (1, 5):
+            verb_hit = topk_hits(scores["action"], labels, k)
+            noun_hit = topk_hits(scores["noun"], nouns, k)
+            out[f"noun_top{k}"] = float(noun_hit.mean())
+            out[f"action_top{k}"] = float((verb_hit & noun_hit).mean())
+    return out

@@ -72,3 +72,13 @@ def test_parse_override_types():
     assert parse_override("a=0.5") == ("a", 0.5)
     assert parse_override("a=null") == ("a", None)
     assert parse_override("a.b=hello") == ("a.b", "hello")
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # YAML 1.1 reads `1e-4` as a string; a user writing optim.lr=1e-4 means the number.
+    from pipeline.stages import load_stage_config
+
+    cfg = load_stage_config("train-student", None, ["optim.lr=1e-4", "optim.weight_decay=5E-5"], validate=False)
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 5e-5)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        load_stage_config("train-student", None, ["optim.lr=fast"], validate=False)

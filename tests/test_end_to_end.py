@@ -36,7 +36,8 @@ def store(tiny_world, teachers, tmp_path_factory):
     kin = tiny_world / "kinetics"
     out = tmp_path_factory.mktemp("signals") / "kinetics.zarr"
     cfg = load_config(ExtractConfig, None, [
-        f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={out}", "workers=2",
+        f"manifest={kin / 'kinetics_demo.csv'}", f"classes={kin / 'classes.txt'}", f"video_root={kin / 'videos'}",
+        f"out={out}", "workers=2",
         "shard_rows=8", *[f"teachers.{k}={v}" for k, v in teachers["weights"].items()],
     ])
     result = run_extract(cfg)
@@ -107,7 +108,8 @@ def test_unreadable_video_marks_row_failed(tiny_world, teachers, tmp_path):
     videos = sorted((kin / "videos").glob("*.mp4"))
     videos[0].write_bytes(b"garbage" * 10)
     videos[1].unlink()
-    base = [f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={tmp_path / 's.zarr'}",
+    base = [f"manifest={kin / 'kinetics_demo.csv'}", f"classes={kin / 'classes.txt'}", f"video_root={kin / 'videos'}",
+            f"out={tmp_path / 's.zarr'}",
             "workers=1", *[f"teachers.{k}={v}" for k, v in teachers["weights"].items() if k == "object"]]
     with pytest.raises(PipelineError, match="1 of .* clips could not be decoded"):
         run_extract(load_config(ExtractConfig, None, base + ["max_failed_fraction=0.01"]))
@@ -126,23 +128,32 @@ def test_student_loss_falls_and_evaluates(store, tiny_world, tmp_path):
     path, _, _ = store
     kin = tiny_world / "kinetics"
     cfg = load_config(TrainConfig, None, [
-        f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}", f"out={tmp_path / 'student'}",
-        f"signals={path}", "optim.epochs=4", "optim.batch_size=8", "optim.lr=0.05", "optim.num_workers=0",
+        f"manifest={kin / 'kinetics_demo.csv'}", f"classes={kin / 'classes.txt'}", f"video_root={kin / 'videos'}",
+        f"out={tmp_path / 'student'}", f"signals={path}", "optim.epochs=4", "optim.batch_size=8", "optim.lr=0.05", "optim.num_workers=0",
         "data.split=null",
     ], defaults=to_dict(pretrain_defaults()))
     result = run_train(cfg)
     hist = result["history"]
     assert set(hist[0]) >= {"loss_action", "loss_ego", "loss_object", "loss_hand_map", "loss_object_map"}
     assert hist[-1]["loss"] < hist[0]["loss"]
-    ckpt = torch.load(result["checkpoint"], weights_only=False)
+    ckpt = torch.load(result["checkpoint"], weights_only=True)
     assert ckpt["model_args"]["num_objects"] == open_store(path).array("object/logits").shape[-1]
+    assert ckpt["model_args"]["dropout"] == 0.0  # Ego-Exo pre-training runs without dropout
+    assert ckpt["model_args"]["map_hidden_channels"] == 64  # slow_tiny's head: 1x3x3 conv -> 64, ReLU, 1x1x1
     ev = load_config(EvaluateConfig, None, [
-        f"checkpoint={result['checkpoint']}", f"manifest={kin / 'kinetics_demo.csv'}", f"video_root={kin / 'videos'}",
-        f"out={tmp_path / 'm.json'}", "split=val", "views=2", "num_workers=0",
+        f"checkpoint={result['checkpoint']}", f"manifest={kin / 'kinetics_demo.csv'}", f"classes={kin / 'classes.txt'}",
+        f"video_root={kin / 'videos'}", f"out={tmp_path / 'm.json'}", "split=val", "temporal_views=2",
+        "spatial_crops=3", "num_workers=0",
     ])
     m = run_evaluate(ev)
-    assert 0.0 <= m["top1"] <= 1.0 and m["clips"] >= 8
+    assert 0.0 <= m["top1"] <= 1.0 and m["clips"] >= 8 and m["ensemble"] == "sum"
     assert json.loads((tmp_path / "m.json").read_text())["top1"] == m["top1"]
+    # The saved per-clip scores give the same metrics without the model.
+    saved = np.load(m["predictions"])
+    assert saved["scores_action"].shape == (m["clips"], 8)
+    np.testing.assert_allclose(saved["scores_action"].sum(axis=1), 6.0, rtol=1e-5)  # 2 x 3 softmax views summed
+    top1 = float((saved["scores_action"].argmax(axis=1) == saved["labels"]).mean())
+    assert top1 == pytest.approx(m["top1"])
 
 
 def test_generic_manifest_through_config(tiny_world, teachers, tmp_path):
@@ -165,9 +176,14 @@ def test_generic_manifest_through_config(tiny_world, teachers, tmp_path):
     cfg = load_config(TrainConfig, None, [
         f"manifest={csv}", "manifest_format=generic", f"video_root={videos[0].parent}", f"out={tmp_path / 'st'}",
         f"signals={store}", "loss.action=1", "loss.object=0.5", "optim.epochs=1", "optim.num_workers=0", "data.split=null",
+        "model.backbone=slowfast_tiny",
     ])
     out = run_train(cfg)
     assert out["clips"] == 6 and "loss_object" in out["history"][0]
+    # SlowFast takes its backbone's clip: 32 frames (slowfast_tiny: at 16 fps), slow at linspace indices.
+    sampling = torch.load(out["checkpoint"], weights_only=True)["sampling"]
+    assert sampling["num_frames"] == 32 and sampling["frame_step"] == pytest.approx(1 / 16)
+    assert sampling["slow_indices"] == [0, 4, 8, 13, 17, 22, 26, 31]
 
 
 def test_inspect_summary_verify_and_picture(store, tmp_path, capsys):
@@ -219,3 +235,57 @@ def test_epic_frames_folder_through_extract(tiny_world, teachers, tmp_path):
     np.testing.assert_allclose(ft[0, :4], [0.0, 0.24, 0.5, 0.74], atol=1e-4)
     np.testing.assert_allclose(ft[1, :4], [1.0, 1.24, 1.5, 1.74], atol=1e-4)
     assert s.attrs["manifest"]["format"] == "epic100"
+    # Verb and noun heads trained together (summed cross-entropies), then verb/noun/action metrics.
+    cfg = load_config(TrainConfig, None, [
+        f"manifest={csv}", f"video_root={tmp_path / 'epic'}", f"out={tmp_path / 'epic-student'}", "data.split=null",
+        "optim.epochs=1", "optim.batch_size=2", "optim.num_workers=0", "model.interaction_maps=false",
+    ])
+    trained = run_train(cfg, "finetune")
+    assert {"loss_action", "loss_noun"} <= set(trained["history"][0])
+    ckpt = torch.load(trained["checkpoint"], weights_only=True)
+    assert (ckpt["model_args"]["num_actions"], ckpt["model_args"]["num_nouns"]) == (97, 300)
+    m = run_evaluate(load_config(EvaluateConfig, None, [
+        f"checkpoint={trained['checkpoint']}", f"manifest={csv}", f"video_root={tmp_path / 'epic'}",
+        f"out={tmp_path / 'epic.json'}", "temporal_views=2", "spatial_crops=1", "num_workers=0",
+    ]))
+    assert m["clips"] == 2 and m["ensemble"] == "sum"
+    saved = np.load(m["predictions"])
+    assert saved["scores_action"].shape == (2, 97) and saved["scores_noun"].shape == (2, 300)
+    assert saved["nouns"].tolist() == [13, 13]
+    verb_hit = saved["scores_action"].argmax(1) == saved["labels"]
+    noun_hit = saved["scores_noun"].argmax(1) == saved["nouns"]
+    assert (m["top1"], m["noun_top1"], m["action_top1"]) == (verb_hit.mean(), noun_hit.mean(), (verb_hit & noun_hit).mean())
+
+
+def test_ego_exo_star_keeps_the_map_loss_in_finetuning(tiny_world, teachers, store, tmp_path):
+    """Ego-Exo*: a store over the first-person training videos, the map head initialised from
+    pre-training, and the map loss (release weights 0.1 / 0.1 for Charades-Ego) in fine-tuning."""
+    from pipeline.stages import load_stage_config
+    from pipeline.stages.common import build_model
+
+    ce, kin = tiny_world / "charades_ego", tiny_world / "kinetics"
+    ego_store = tmp_path / "ego.zarr"
+    run_extract(load_config(ExtractConfig, None, [
+        f"manifest={ce / 'CharadesEgo_v1_train.csv'}", f"classes={ce / 'Charades_v1_classes.txt'}",
+        f"video_root={ce / 'videos'}", f"out={ego_store}", "workers=1", f"teachers.handobj={teachers['weights']['handobj']}",
+    ]))
+    pre = run_train(load_stage_config("train-student", None, [
+        f"manifest={kin / 'kinetics_demo.csv'}", f"classes={kin / 'classes.txt'}", f"video_root={kin / 'videos'}",
+        f"out={tmp_path / 'pre'}", f"signals={store[0]}", "optim.epochs=1", "optim.num_workers=0",
+    ]), "train-student")
+    pre_ckpt = torch.load(pre["checkpoint"], weights_only=True)
+    star = load_stage_config("finetune", None, [
+        f"manifest={ce / 'CharadesEgo_v1_train.csv'}", f"classes={ce / 'Charades_v1_classes.txt'}",
+        f"video_root={ce / 'videos'}", f"out={tmp_path / 'star'}", f"init={pre['checkpoint']}", f"signals={ego_store}",
+        "loss.hand_map=0.1", "loss.object_map=0.1", "optim.epochs=1", "optim.num_workers=0", "optim.lr=1e-9",
+        "data.split=null",
+    ])
+    result = run_train(star, "finetune")
+    assert {"loss_action", "loss_hand_map", "loss_object_map"} <= set(result["history"][0])
+    assert "loss_ego" not in result["history"][0]
+    tuned = torch.load(result["checkpoint"], weights_only=True)
+    assert tuned["model_args"]["num_actions"] == 8 and tuned["model_args"]["dropout"] == 0.5
+    for key in ("map_head.hidden.weight", "map_head.score.weight"):  # initialised from pre-training (lr ~0 here)
+        torch.testing.assert_close(tuned["model"][key], pre_ckpt["model"][key], rtol=0, atol=1e-6)
+    fresh = build_model(tuned["model_args"]).state_dict()
+    assert not torch.allclose(fresh["map_head.score.weight"], tuned["model"]["map_head.score.weight"])

@@ -247,7 +247,7 @@ def test_check_manifest_reports_each_problem_with_its_line(tmp_path):
     write(root / "val" / "air drumming" / "fff_000000_000010.mp4", "")
 
     report = check_manifest(path, root)
-    assert (report.format, report.rows, report.clips, report.classes) == ("kinetics", 7, 4, 2)
+    assert (report.format, report.rows, report.clips, report.classes) == ("kinetics", 7, 4, 400)  # the shipped Kinetics-400 list
     assert report.splits == {"train": 3, "val": 1}
     assert report.missing == [(3, "bbb_000000_000010", str(root / "bbb_000000_000010.mp4"))]
     assert report.duplicates == [(4, "aaa_000000_000010", 2)]

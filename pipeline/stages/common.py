@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import dump_config, to_dict
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 
 def prepare_out_dir(out: str | Path, cfg: Any, stage: str) -> Path:
@@ -52,14 +52,41 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def load_table(manifest: str, manifest_format: str = "auto", classes: list[str] | None = None):
+def load_table(manifest: str, manifest_format: str = "auto", classes: str | list[str] | None = None):
+    """The manifest's clip table; ``classes`` is a class list file (or list) fixing the label ids,
+    None for the dataset's shipped list. Bad input raises ``PipelineError``."""
+    from data_manifests.classes import read_class_list
     from data_manifests.formats import load_manifest
     from data_manifests.table import ManifestError
 
     try:
+        if isinstance(classes, (str, Path)):
+            classes = read_class_list(classes)
         return load_manifest(manifest, manifest_format, classes)
     except ManifestError as e:
         raise PipelineError(str(e)) from None
+
+
+def clip_refs(table, rows: list[int], video_root: str | Path):
+    """The dataset's :class:`~student.dataset.ClipRef` of each row whose video is on disk, and
+    the ids of the rows whose video is missing."""
+    from data_manifests.formats import clip_frame_rate, resolve_video
+    from student.dataset import ClipRef
+
+    clips, missing = [], []
+    for i in rows:
+        c = table[i]
+        path = resolve_video(table, c, video_root)
+        if path is None:
+            missing.append(c.clip_id)
+            continue
+        actions = c.extras.get("actions")
+        clips.append(ClipRef(
+            str(path), c.start, c.end, c.labels, i, clip_frame_rate(table, c, path),
+            actions=None if actions is None else tuple((int(k), float(s), float(e)) for k, s, e in actions),
+            noun=c.extras.get("noun_class") if table.noun_classes else None,
+        ))
+    return clips, missing
 
 
 def pick_device(device: str) -> str:
@@ -134,3 +161,23 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict):
         raise PipelineError(f"{p} is not a checkpoint (a {type(ckpt).__name__}, not a dict of tensors)")
     return ckpt
+
+
+def resolve_sampling(data, backbone):
+    """The dataset's :class:`~student.dataset.Sampling`: each of ``data``'s sampling keys that is
+    set (a stage's ``DataConfig``; None for none), else the backbone's ``data_config``."""
+    from student.dataset import Sampling
+
+    spec = dict(getattr(backbone, "data_config", {}))
+    pick = lambda key, spec_key: getattr(data, key, None) if getattr(data, key, None) is not None else spec.get(spec_key)
+    values = dict(num_frames=pick("num_frames", "num_frames"), sampling_rate=pick("sampling_rate", "sampling_rate"),
+                  target_fps=pick("target_fps", "target_fps"),
+                  train_jitter_scales=pick("train_jitter_scales", "train_jitter_scales"),
+                  crop=pick("crop", "crop_size"), test_short_side=pick("test_crop", "test_crop_size"))
+    unset = [k for k, v in values.items() if v is None]
+    if unset:
+        raise ConfigError(f"config: data.{unset[0]} must be set (backbone has no default for it)")
+    if getattr(backbone, "slowfast", False) and values["num_frames"] % backbone.alpha:
+        raise ConfigError(f"config key 'data.num_frames': SlowFast needs a multiple of alpha={backbone.alpha}, "
+                          f"got {values['num_frames']}")
+    return Sampling.from_config(**values, alpha=getattr(backbone, "alpha", 1))

@@ -1,13 +1,16 @@
-"""Stage 3b ``pipeline run evaluate``: multi-view testing of a checkpoint; writes metrics JSON."""
+"""Stage 3b ``pipeline run evaluate``: multi-view testing of a checkpoint; writes metrics JSON and
+the per-clip scores, so metrics can be recomputed without the model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import PipelineError
-from pipeline.stages.common import load_table, pick_device, progress, require
+from pipeline.stages.common import (build_model, check_manifest_format, clip_refs, load_checkpoint, load_table,
+                                    pick_device, progress, require, resolve_sampling, select_rows)
 
 
 @dataclass
@@ -15,11 +18,15 @@ class EvaluateConfig:
     checkpoint: str = ""
     manifest: str = ""
     manifest_format: str = "auto"
+    classes: str | None = None  # class list file; None: the dataset's shipped list
     video_root: str = ""
-    out: str = ""  # metrics JSON file
+    out: str = ""  # metrics JSON file; the per-clip scores go next to it (<out stem>.predictions.npz)
     split: str | None = None  # None: every row of the manifest
     view: Literal["all", "ego", "exo"] = "all"
-    views: int = 3  # temporal views averaged per clip
+    temporal_views: int = 10  # TEST.NUM_ENSEMBLE_VIEWS
+    spatial_crops: Literal[1, 3] = 3  # TEST.NUM_SPATIAL_CROPS: left/centre/right along the long side
+    short_side: int | None = None  # TEST_CROP_SIZE: short side and crop; None: the checkpoint's
+    ensemble: Literal["auto", "max", "mean", "sum"] = "auto"  # auto: max for multi-label (Charades-Ego), else sum
     batch_size: int = 16
     num_workers: int = 1
     device: str = "auto"
@@ -27,47 +34,71 @@ class EvaluateConfig:
     def validate(self) -> None:
         require(self, "checkpoint", "manifest", "video_root", "out")
         check_manifest_format(self.manifest_format)
-        if self.views < 1:
-            raise ValueError("'views' must be at least 1")
+        if self.temporal_views < 1:
+            raise ValueError("'temporal_views' must be at least 1")
+        if self.short_side is not None and self.short_side < 1:
+            raise ValueError("'short_side' must be at least 1")
+
+
+def _class_difference(have: list[str], want: list[str]) -> str:
+    """What differs between two class lists, in a few words."""
+    only_have, only_want = [c for c in have if c not in set(want)], [c for c in want if c not in set(have)]
+    parts = []
+    if len(have) != len(want):
+        parts.append(f"{len(have)} vs {len(want)} classes")
+    if only_have:
+        parts.append(f"only in the manifest's list: {', '.join(map(repr, only_have[:3]))}" + (" ..." if len(only_have) > 3 else ""))
+    if only_want:
+        parts.append(f"only in the checkpoint's: {', '.join(map(repr, only_want[:3]))}" + (" ..." if len(only_want) > 3 else ""))
+    if not parts:
+        i = next(i for i, (a, b) in enumerate(zip(have, want)) if a != b)
+        parts.append(f"same classes in another order (index {i}: {have[i]!r} vs {want[i]!r})")
+    return "; ".join(parts)
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from data_manifests.formats import clip_frame_rate, resolve_video
-    from student.dataset import ClipDataset, ClipRef
+    import numpy as np
+
+    from student.dataset import ClipDataset, Sampling
     from student.train import evaluate_scores, predict
 
     ckpt = load_checkpoint(cfg.checkpoint)
     if "model_args" not in ckpt:
         raise PipelineError(f"{cfg.checkpoint} is not a checkpoint written by train-student/finetune")
-    table = load_table(cfg.manifest, cfg.manifest_format)
+    table = load_table(cfg.manifest, cfg.manifest_format, cfg.classes)
     if list(table.classes) != list(ckpt["classes"]):
         raise PipelineError(
-            f"{cfg.manifest} has {len(table.classes)} classes that differ from the checkpoint's {len(ckpt['classes'])}; "
-            "evaluate on the label space the model was fine-tuned for"
+            f"the classes of {cfg.manifest} differ from the checkpoint's ({_class_difference(table.classes, ckpt['classes'])}); "
+            "evaluate on the label space the model was trained for (set 'classes' to its class list)"
         )
     rows = select_rows(table, cfg.split, cfg.view)
-    clips, missing = [], 0
-    for i in rows:
-        path = resolve_video(table, table[i], cfg.video_root)
-        if path is None:
-            missing += 1
-            continue
-        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i,
-                             clip_frame_rate(table, table[i], path)))
+    clips, missing = clip_refs(table, rows, cfg.video_root)
     if not clips:
         raise PipelineError(f"no videos to evaluate under {cfg.video_root}")
     model = build_model(ckpt["model_args"])
     model.load_state_dict(ckpt["model"])
-    data = ckpt["config"]["data"]
-    dataset = ClipDataset(
-        clips, len(table.classes), multilabel=table.multilabel, num_frames=data["num_frames"], fps=data["fps"],
-        short_side=data["short_side"], crop=data["crop"], train=False, views=cfg.views,
-    )
+    # A released checkpoint carries no sampling of ours: its backbone's (PySlowFast's) applies.
+    sampling = Sampling.from_dict(ckpt["sampling"]) if "sampling" in ckpt else resolve_sampling(None, model.backbone)
+    if cfg.short_side is not None:
+        sampling = dataclasses.replace(sampling, test_short_side=cfg.short_side)
+    dataset = ClipDataset(clips, len(table.classes), sampling, multilabel=table.multilabel, train=False,
+                          temporal_views=cfg.temporal_views, spatial_crops=cfg.spatial_crops)
+    ensemble = cfg.ensemble if cfg.ensemble != "auto" else ("max" if table.multilabel else "sum")
     device = pick_device(cfg.device)
-    scores = predict(model, dataset, cfg.batch_size, cfg.num_workers, device, progress=lambda it, **kw: progress(it, **kw))
+    scores = predict(model, dataset, cfg.batch_size, cfg.num_workers, device, ensemble,
+                     progress=lambda it, **kw: progress(it, **kw))
     metrics = evaluate_scores(scores, dataset)
-    metrics.update({"checkpoint": str(cfg.checkpoint), "manifest": str(cfg.manifest), "views": cfg.views, "missing_videos": missing})
+    metrics.update({"checkpoint": str(cfg.checkpoint), "manifest": str(cfg.manifest), "missing_videos": len(missing),
+                    "views": f"{cfg.temporal_views} temporal x {cfg.spatial_crops} spatial at short side "
+                             f"{sampling.test_short_side}", "ensemble": ensemble})
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    predictions = out.with_suffix(".predictions.npz")
+    labels = (np.stack([dataset._label(c).numpy() for c in clips]) if table.multilabel
+              else np.array([c.labels[0] if c.labels else -1 for c in clips]))
+    np.savez_compressed(predictions, clip_id=np.array([table[c.row].clip_id for c in clips]), labels=labels,
+                        **{f"scores_{k}": v for k, v in scores.items()},
+                        **({"nouns": np.array([c.noun for c in clips])} if "noun" in scores else {}))
+    metrics["predictions"] = str(predictions)
     out.write_text(json.dumps(metrics, indent=1))
     return metrics

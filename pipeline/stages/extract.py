@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import dump_config
 from pipeline.errors import PipelineError
-from pipeline.stages.common import load_table, pick_device, progress, require
+from pipeline.stages.common import check_manifest_format, load_table, pick_device, progress, require
 
 TEACHER_KINDS = ("ego", "object", "handobj")
 MISSING = "video file not found"  # the store's error text for a row whose video is absent
@@ -36,6 +36,7 @@ class TeacherWeights:
 class ExtractConfig:
     manifest: str = ""
     manifest_format: str = "auto"
+    classes: str | None = None  # class list file; None: the dataset's shipped list (Kinetics-400, Charades, EPIC-100)
     video_root: str = ""
     out: str = ""  # the signals store (a .zarr folder)
     teachers: TeacherWeights = field(default_factory=TeacherWeights)
@@ -157,7 +158,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     from pipeline.io.store import FAILED, OK, check_provenance, create_store, open_store
     from teachers.base import load_teacher
 
-    table = load_table(cfg.manifest, cfg.manifest_format)
+    table = load_table(cfg.manifest, cfg.manifest_format, cfg.classes)
     if len(table) == 0:
         raise PipelineError(f"manifest {cfg.manifest} has no rows")
     if not Path(cfg.video_root).is_dir():

@@ -13,32 +13,49 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.stages.common import (build_model, check_manifest_format, load_checkpoint, load_table, pick_device,
-                                    prepare_out_dir, progress, require, select_rows)
+from pipeline.stages.common import (build_model, check_manifest_format, clip_refs, load_checkpoint, load_table,
+                                    pick_device, prepare_out_dir, progress, require, resolve_sampling,
+                                    select_rows)
 from student.train import LossWeights, OptimConfig
 
 
 @dataclass
 class ModelConfig:
     backbone: str = "slow_tiny"
-    dropout: float = 0.3
+    dropout: float = 0.5  # MODEL.DROPOUT_RATE: 0.5 for the baseline and fine-tuning, 0.0 for Ego-Exo pre-training
     interaction_maps: bool = True  # build the map head (needed for the Interaction-Map loss)
+    map_hidden_channels: int | None = None  # None: the backbone's (512 for R50/R101, the release's head); 0: one 1x1x1 conv
 
 
 @dataclass
 class DataConfig:
-    num_frames: int = 8
-    fps: float = 4.0
-    short_side: int = 80
-    crop: int = 64
+    """Clip sampling; each key left at None takes the backbone's value (its ``data_config``:
+    for the paper's R50/R101 PySlowFast's 8x8 or 32x2 at 30 fps, jitter 256-320, crop 224)."""
+
+    num_frames: int | None = None  # DATA.NUM_FRAMES
+    sampling_rate: int | None = None  # DATA.SAMPLING_RATE: frames of a target_fps video between samples
+    target_fps: float | None = None  # DATA.TARGET_FPS
+    train_jitter_scales: list[int] | None = None  # DATA.TRAIN_JITTER_SCALES [short side min, max]
+    crop: int | None = None  # DATA.TRAIN_CROP_SIZE
+    test_crop: int | None = None  # DATA.TEST_CROP_SIZE (evaluate's short side and crop)
     split: str | None = "train"  # manifest rows used for training (None: all)
     view: Literal["all", "ego", "exo"] = "all"  # Charades-Ego: first-person, third-person or both
+
+    def validate(self) -> None:
+        for key in ("num_frames", "sampling_rate", "target_fps", "crop", "test_crop"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"data.{key} must be > 0")
+        scales = self.train_jitter_scales
+        if scales is not None and (len(scales) != 2 or not 0 < scales[0] <= scales[1]):
+            raise ValueError("data.train_jitter_scales must be [min, max] short sides with 0 < min <= max")
 
 
 @dataclass
 class TrainConfig:
     manifest: str = ""
     manifest_format: str = "auto"
+    classes: str | None = None  # class list file; None: the dataset's shipped list (Kinetics-400, Charades, EPIC-100)
     video_root: str = ""
     out: str = ""
     signals: str | None = None  # signals store from extract-teachers (needed for distillation)
@@ -53,54 +70,58 @@ class TrainConfig:
         require(self, "manifest", "video_root", "out")
         check_manifest_format(self.manifest_format)
         distil = {k: getattr(self.loss, k) for k in ("ego", "object", "hand_map", "object_map")}
-        if any(v < 0 for v in distil.values()) or self.loss.action < 0:
+        if any(v < 0 for v in distil.values()) or self.loss.action < 0 or self.loss.noun < 0:
             raise ValueError("loss weights must be >= 0")
         if any(distil.values()) and not self.signals:
             used = ", ".join(f"loss.{k}" for k, v in distil.items() if v)
             raise ValueError(f"{used} > 0 needs a signals store: pass --signals STORE (or set them to 0 for the baseline)")
         if (self.loss.hand_map or self.loss.object_map) and not self.model.interaction_maps:
             raise ValueError("loss.hand_map/object_map > 0 needs model.interaction_maps: true")
-        if self.optim.epochs < 1 or self.optim.batch_size < 1:
-            raise ValueError("optim.epochs and optim.batch_size must be at least 1")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ValueError("model.dropout must lie in [0, 1)")
 
 
 def pretrain_defaults() -> TrainConfig:
-    """Paper defaults for Ego-Exo pre-training (DESIGN.md section 1)."""
+    """Ego-Exo pre-training as the release configures it: its loss weights, no dropout."""
     from student.losses import PAPER_WEIGHTS
 
     cfg = TrainConfig()
     cfg.loss = LossWeights(**{k: float(v) for k, v in PAPER_WEIGHTS.items() if k in LossWeights.__dataclass_fields__})
+    cfg.model.dropout = 0.0
     return cfg
 
 
 def finetune_defaults() -> TrainConfig:
+    """Fine-tuning on first-person clips: the action loss alone, dropout 0.5."""
     cfg = TrainConfig()
     cfg.data.view = "ego"
     return cfg
 
 
-def map_grid(model, cfg: TrainConfig) -> tuple[int, int, int] | None:
-    """(T', H', W') of the interaction-map output for this input size (one dummy forward)."""
+def map_grid(model, sampling) -> tuple[int, int] | None:
+    """(H', W') of the interaction-map output for the training crop (one dummy forward);
+    its time steps are the Slow pathway's frames, ``sampling.slow_indices``."""
     import torch
 
-    if not cfg.model.interaction_maps:
+    if model.map_head is None:
         return None
     model.eval()
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, cfg.data.num_frames, cfg.data.crop, cfg.data.crop))
-    return tuple(int(x) for x in out["interaction_map"].shape[2:])
+        out = model(torch.zeros(1, 3, sampling.num_frames, sampling.crop, sampling.crop))
+    t, h, w = (int(x) for x in out["interaction_map"].shape[2:])
+    assert t == len(sampling.slow_indices), (t, sampling.slow_indices)
+    return h, w
 
 
 def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
     """Train (or fine-tune) a student; writes ``checkpoint.pt``, ``history.json`` and the config to ``out``."""
     import torch
 
-    from data_manifests.formats import clip_frame_rate, resolve_video
     from pipeline.io.store import OK, open_store
-    from student.dataset import ClipDataset, ClipRef
+    from student.dataset import ClipDataset
     from student.train import fit, save_checkpoint
 
-    table = load_table(cfg.manifest, cfg.manifest_format)
+    table = load_table(cfg.manifest, cfg.manifest_format, cfg.classes)
     rows = select_rows(table, cfg.data.split, cfg.data.view)
     if not rows:
         raise PipelineError(f"no rows of {cfg.manifest} match split={cfg.data.split!r} view={cfg.data.view!r}")
@@ -108,6 +129,7 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         raise PipelineError(f"video root not found: {cfg.video_root}")
 
     num_objects = 1
+    distil = any((cfg.loss.ego, cfg.loss.object, cfg.loss.hand_map, cfg.loss.object_map))
     if cfg.signals:
         store = open_store(cfg.signals)
         if list(store.clip_ids()) != [c.clip_id for c in table]:
@@ -127,42 +149,37 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         num_objects = init["model_args"]["num_objects"]
     model_args = {
         "backbone": cfg.model.backbone, "num_actions": len(table.classes), "num_objects": num_objects,
-        "dropout": cfg.model.dropout, "interaction_maps": cfg.model.interaction_maps,
+        "num_nouns": len(table.noun_classes), "dropout": cfg.model.dropout,
+        "interaction_maps": cfg.model.interaction_maps, "map_hidden_channels": cfg.model.map_hidden_channels,
     }
     torch.manual_seed(cfg.optim.seed)  # initial weights follow from the config, not from what ran before
     try:
         model = build_model(model_args)
     except KeyError as e:
         raise ConfigError(f"config key 'model.backbone': {e}") from None
+    model_args["map_hidden_channels"] = model.map_head.hidden.out_channels if (
+        model.map_head is not None and model.map_head.hidden is not None) else 0
     if init is not None:
         _load_init(model, init, cfg.init)
+    sampling = resolve_sampling(cfg.data, model.backbone)
 
     out = prepare_out_dir(cfg.out, cfg, stage)
-    missing = []
-    clips = []
-    for i in rows:
-        path = resolve_video(table, table[i], cfg.video_root)
-        if path is None:
-            missing.append(table[i].clip_id)
-            continue
-        clips.append(ClipRef(str(path), table[i].start, table[i].end, table[i].labels, i,
-                             clip_frame_rate(table, table[i], path)))
+    clips, missing = clip_refs(table, rows, cfg.video_root)
     if missing:
         print(f"{stage}: {len(missing)} videos missing on disk, e.g. {missing[:3]}")
     if not clips:
         raise PipelineError(f"none of the selected clips' videos exist under {cfg.video_root}")
-    grid = map_grid(model, cfg)
     dataset = ClipDataset(
-        clips, len(table.classes), multilabel=table.multilabel, num_frames=cfg.data.num_frames, fps=cfg.data.fps,
-        short_side=cfg.data.short_side, crop=cfg.data.crop, train=True,
-        store_path=cfg.signals if any((cfg.loss.ego, cfg.loss.object, cfg.loss.hand_map, cfg.loss.object_map)) else None,
-        map_grid=grid, seed=cfg.optim.seed,
+        clips, len(table.classes), sampling, multilabel=table.multilabel, train=True,
+        store_path=cfg.signals if distil else None, map_grid=map_grid(model, sampling), seed=cfg.optim.seed,
     )
     device = pick_device(cfg.device)
     from pipeline.config import to_dict
 
-    meta = {"model_args": model_args, "classes": table.classes, "multilabel": table.multilabel, "config": to_dict(cfg), "stage": stage}
-    print(f"{stage}: {len(clips)} clips, {len(table.classes)} classes, backbone {cfg.model.backbone}, device {device}")
+    meta = {"model_args": model_args, "classes": table.classes, "noun_classes": table.noun_classes,
+            "multilabel": table.multilabel, "sampling": to_dict(sampling), "config": to_dict(cfg), "stage": stage}
+    print(f"{stage}: {len(clips)} clips, {len(table.classes)} classes, backbone {cfg.model.backbone}, "
+          f"{sampling.num_frames} frames every {sampling.frame_step * 1000:.0f} ms, device {device}")
     history = fit(model, dataset, cfg.optim, cfg.loss, out, table.multilabel, device, checkpoint_extra=meta,
                   progress=lambda **kw: progress(**kw))
     final = out / "checkpoint.pt"
