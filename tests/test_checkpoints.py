@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from student.backbones import create_backbone
+from pipeline.cli import main
+from student.backbones import PUBLISHED_PARAMS, create_backbone
 from student.checkpoints import (CheckpointError, caffe2_to_pyslowfast_name, load_student, load_weights, read_weights,
                                  to_pyslowfast)
 from student.heads import EgoExoStudent
@@ -407,3 +408,46 @@ def test_pkl_whose_blob_runs_a_command_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load posix.system"):
         load_checkpoint(tmp_path / "evil.pkl")
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def test_convert_checkpoint_cli(tmp_path, capsys):
+    from pipeline.stages.common import build_model, load_checkpoint
+
+    source = EgoExoStudent(create_backbone("slow_tiny"), 6, num_objects=0, interaction_maps=False)
+    torch.save(to_pyslowfast(source, "charades-ego"), tmp_path / "in.pyth")
+    assert main(["convert-checkpoint", str(tmp_path / "in.pyth"), "--arch", "slow_tiny", "--out", str(tmp_path / "o.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "matched" in out and "missing 2, unexpected 0, shape-mismatched 0" in out
+    ckpt = load_checkpoint(tmp_path / "o.pt")
+    assert ckpt["source"]["format"] == "pyslowfast" and ckpt["model_args"]["num_actions"] == 6
+    model = build_model(ckpt["model_args"])
+    model.load_state_dict(ckpt["model"])
+    assert torch.equal(model.head.projection.weight, source.head.projection.weight)
+
+    assert main(["convert-checkpoint", str(tmp_path / "o.pt"), "--out", str(tmp_path / "back.pyth"), "--to", "pyslowfast",
+                 "--layout", "charades-ego"]) == 0
+    back = torch.load(tmp_path / "back.pyth", weights_only=True)["model_state"]
+    assert torch.equal(back["headcharades-ego.projection.weight"], source.head.projection.weight)
+    assert "left out (no place in layout charades-ego): ego_head.weight, ego_head.bias" in capsys.readouterr().out
+
+
+def test_convert_checkpoint_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["convert-checkpoint", str(tmp_path / "none.pyth"), "--out", str(tmp_path / "o.pt")]) == 1
+    torch.save({"model_state": {"s1.pathway0_stem.conv.weight": torch.zeros(8, 3, 1, 7, 7)}}, tmp_path / "part.pyth")
+    assert main(["convert-checkpoint", str(tmp_path / "part.pyth"), "--arch", "slow_tiny", "--out", str(tmp_path / "o.pt")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: checkpoint not found") and err[1].startswith("error: ")
+    assert len(err) == 2 and not (tmp_path / "o.pt").exists()
+
+
+def test_student_list_matches_published_counts(capsys):
+    assert main(["student", "list"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    for name, published in PUBLISHED_PARAMS.items():
+        ours, shown = rows[name]
+        assert abs(float(ours.rstrip("M")) - published / 1e6) < 0.01 and shown == f"{published / 1e6:.2f}M"
+    assert rows["slow_r101"][1] == "-"
