@@ -115,6 +115,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return inspect_store(args.store, verify=args.verify, clip=args.clip, out=args.out, video_root=args.video_root)
 
 
+def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    from student.checkpoints import convert_checkpoint
+
+    done = convert_checkpoint(args.checkpoint, args.out, arch=args.arch, to=args.to, layout=args.layout)
+    report = done["report"]
+    print(report.summary())
+    for what, names in (("missing from the file", report.missing), ("unexpected (dropped)", report.unexpected),
+                        ("shape-mismatched (dropped)", report.mismatched),
+                        (f"left out (no place in layout {done['layout']})", done["left_out"])):
+        if names:
+            print(f"{what}: {', '.join(names)}")
+    print(f"wrote {done['out']} ({done['model_args']['backbone']}, {args.to}"
+          + (f", layout {done['layout']})" if done["layout"] else ")"))
+    return 0
+
+
+def cmd_student_list(args: argparse.Namespace) -> int:
+    from student.backbones import PUBLISHED_PARAMS, count_parameters, list_backbones
+
+    print(f"{'backbone':<16}{'params':>9}{'published':>11}   (backbone + 400-class head.projection)")
+    for name in list_backbones():
+        published = f"{PUBLISHED_PARAMS[name] / 1e6:.2f}M" if name in PUBLISHED_PARAMS else "-"
+        print(f"{name:<16}{count_parameters(name) / 1e6:>8.2f}M{published:>11}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -176,6 +202,34 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument(flag, type=_NUMERIC_FLAGS.get(flag, str), default=None, help=f"sets config key '{key}'")
         sp.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.epochs=5")
         sp.set_defaults(func=cmd_run)
+
+    cc = sub.add_parser("convert-checkpoint", help="convert a student checkpoint between ours and PySlowFast / Ego-Exo",
+                        description="Read a student checkpoint (ours .pt; PySlowFast or Ego-Exo release .pyth; PySlowFast "
+                        "Caffe2 .pkl, read without running code), check every backbone tensor fits the architecture "
+                        "by name and shape (any that does not is an error naming it), and write it as our checkpoint "
+                        "(model, model_args read off the tensors, source) or, with --to pyslowfast, as a PySlowFast "
+                        "{model_state, epoch} .pyth. Prints matched/missing/unexpected/shape-mismatched counts.",
+                        epilog="examples:\n  pipeline convert-checkpoint Ego_Exo_SLOWFAST_8x8_R50.pyth --arch slowfast_r50 --out egoexo_r50.pt\n"
+                        "  pipeline convert-checkpoint SLOWFAST_8x8_R50.pkl --arch slowfast_r50 --out SLOWFAST_8x8_R50.pyth --to pyslowfast\n"
+                        "  pipeline convert-checkpoint demo-run/students/egoexo/checkpoint.pt --out egoexo.pyth --to pyslowfast",
+                        formatter_class=fmt)
+    cc.add_argument("checkpoint", metavar="IN", help="checkpoint to read: .pt / .pyth / .pkl")
+    cc.add_argument("--arch", help="student backbone (see 'pipeline student list'; default: the one whose shapes match)")
+    cc.add_argument("--out", required=True, help="file to write")
+    cc.add_argument("--to", choices=["ours", "pyslowfast"], default="ours", help="output format (default: ours)")
+    cc.add_argument("--layout", default="auto", choices=["auto", "baseline", "multitask", "charades-ego", "epic100", "epic55"],
+                    help="--to pyslowfast: release head names (default auto: epic100 with a noun head, multitask "
+                    "with ego/object heads, else baseline head.projection)")
+    cc.set_defaults(func=cmd_convert_checkpoint)
+
+    st = sub.add_parser("student", help="student models", description="Student models.")
+    ssub = st.add_subparsers(dest="student_command", required=True, metavar="COMMAND")
+    sl = ssub.add_parser("list", help="registered backbones with their parameter counts",
+                         description="List the registered student backbones with their parameter count for a "
+                         "400-class action head (backbone + head.projection), next to the published count "
+                         "(PySlowFast / PyTorchVideo model zoo; '-' where none is published).",
+                         epilog="example:\n  pipeline student list", formatter_class=fmt)
+    sl.set_defaults(func=cmd_student_list)
 
     ins = sub.add_parser("inspect", help="summarise, verify or picture a signals store (dask)",
                          description="Summarise a signals store with dask: arrays, provenance, status counts and "

@@ -407,3 +407,20 @@ def slowfast_tiny(**kwargs) -> VideoResNet:
                 alpha=4, beta_inv=4, fusion_conv_channel_ratio=2, fusion_kernel=5,
                 data_config=_tiny_config(32, 16.0), head_config=_TINY_HEADS)
     return VideoResNet(**{**args, **kwargs})
+
+
+# ---------------------------------------------------------------------------
+# Sizes
+# ---------------------------------------------------------------------------
+
+# Published parameter counts with a 400-class Kinetics head (PySlowFast projects/pytorchvideo
+# model zoo); Slow R101 has no published figure.
+PUBLISHED_PARAMS = {"slow_r50": 32.45e6, "slowfast_r50": 34.57e6, "slowfast_r101": 62.83e6}
+
+
+def count_parameters(name: str, num_actions: int = 400) -> int:
+    """Parameters of a registered backbone plus a linear ``num_actions``-way classifier on its
+    pooled features (PySlowFast's ``head.projection``), as the published counts are taken."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        backbone = create_backbone(name)
+    return sum(p.numel() for p in backbone.parameters()) + (sum(backbone.out_channels) + 1) * num_actions

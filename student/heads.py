@@ -1,17 +1,10 @@
 """Ego-Exo student: a video backbone plus action, ego, object and interaction-map heads.
 
-Head names follow PySlowFast / Ego-Exo where a checkpoint may carry them: the action head
-is ``head.projection`` (PySlowFast ``ResNetBasicHead``). :func:`load_pyslowfast_checkpoint`
-also understands the Ego-Exo release's multi-task names (``head.projections.{0,1,2}`` for
-action / ego / object, ``handobjhead.*`` for the interaction map).
+The action head is ``head.projection`` as in PySlowFast's ``ResNetBasicHead``; the other
+heads' names map to the Ego-Exo release's in :mod:`student.checkpoints`.
 """
 
 from __future__ import annotations
-
-import os
-import re
-from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -126,88 +119,3 @@ class EgoExoStudent(nn.Module):
         """Replace the action classifier with a freshly initialised one (fine-tuning)."""
         old = self.head.projection
         self.head.projection = _linear(old.in_features, num_actions).to(old.weight.device, old.weight.dtype)
-
-
-# ---------------------------------------------------------------------------
-# PySlowFast checkpoints
-# ---------------------------------------------------------------------------
-
-# PySlowFast / Ego-Exo names -> ours. The head module may be "head<TASK>" in Ego-Exo.
-_RENAMES = [
-    (re.compile(r"^(s[1-5](_fuse)?\.)"), r"backbone.\1"),
-    (re.compile(r"^head[^.]*\.projection\."), "head.projection."),
-    (re.compile(r"^head[^.]*\.projections\.0\."), "head.projection."),
-    (re.compile(r"^head[^.]*\.projections\.1\."), "ego_head."),
-    (re.compile(r"^head[^.]*\.projections\.2\."), "object_head."),
-    (re.compile(r"^handobjhead\.pathway0_conv_fcn0\."), "map_head.hidden."),
-    (re.compile(r"^handobjhead\.score_projection\."), "map_head.score."),
-]
-
-
-@dataclass
-class LoadReport:
-    """What :func:`load_pyslowfast_checkpoint` did, by our parameter names."""
-
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)       # ours, absent from the checkpoint
-    skipped: list[str] = field(default_factory=list)       # present, shape differs (heads)
-    unexpected: list[str] = field(default_factory=list)    # checkpoint keys we have no place for
-
-
-def _our_name(key: str) -> str:
-    while key.startswith("module."):
-        key = key[len("module."):]
-    for pattern, replacement in _RENAMES:
-        new, n = pattern.subn(replacement, key)
-        if n:
-            return new
-    return key
-
-
-def _read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> Mapping[str, Tensor]:
-    ckpt = path_or_state_dict
-    if isinstance(ckpt, (str, os.PathLike)):
-        ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)
-    for key in ("model_state", "state_dict", "model"):
-        if isinstance(ckpt.get(key), Mapping):
-            return ckpt[key]
-    return ckpt
-
-
-def to_pyslowfast_state_dict(model: EgoExoStudent) -> dict[str, Tensor]:
-    """Our state dict in PySlowFast layout: backbone keys unprefixed, ``head.projection``.
-
-    The ego / object / map heads keep their own names, which PySlowFast ignores.
-    """
-    return {k.removeprefix("backbone."): v for k, v in model.state_dict().items()}
-
-
-def load_pyslowfast_checkpoint(model: EgoExoStudent, path_or_state_dict, strict_backbone: bool = True) -> LoadReport:
-    """Load a PySlowFast-style checkpoint (``{"model_state": ...}`` or a raw state dict).
-
-    ``module.`` prefixes (DDP) are stripped and PySlowFast / Ego-Exo names mapped to ours.
-    Head tensors whose shape differs (another label space) are skipped. With
-    ``strict_backbone`` a missing or mis-shaped backbone tensor raises ``ValueError``
-    (BatchNorm's ``num_batches_tracked`` counters may be missing).
-    """
-    source = {_our_name(k): v for k, v in _read_state_dict(path_or_state_dict).items()}
-    target = model.state_dict()
-    report = LoadReport()
-    to_load = {}
-    for key, value in source.items():
-        if key not in target:
-            report.unexpected.append(key)
-        elif target[key].shape != value.shape:
-            report.skipped.append(key)
-        else:
-            to_load[key] = value
-    report.missing = [k for k in target if k not in source]
-    if strict_backbone:
-        bad = [k for k in report.skipped if k.startswith("backbone.")]
-        bad += [k for k in report.missing if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
-        if bad:
-            shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
-            raise ValueError(f"checkpoint does not fit the backbone: {len(bad)} tensors missing or mis-shaped: {shown}")
-    model.load_state_dict(to_load, strict=False)
-    report.loaded = list(to_load)
-    return report

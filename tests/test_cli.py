@@ -11,7 +11,8 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("cmd", [[], ["run"], ["run", "extract-teachers"], ["run", "train-student"], ["inspect"], ["data", "make-demo"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["run"], ["run", "extract-teachers"], ["run", "train-student"], ["inspect"], ["data", "make-demo"], ["demo"],
+                                 ["convert-checkpoint"], ["student", "list"]])
 def test_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from student.backbones import create_backbone
-from student.heads import EgoExoStudent, load_pyslowfast_checkpoint, to_pyslowfast_state_dict
-
+from student.heads import EgoExoStudent
 
 
 
@@ -94,67 +93,3 @@ def test_reset_action_head_keeps_everything_else():
             assert torch.equal(after[k], v), k
     with torch.no_grad():
         assert tuple(model.eval()(torch.randn(1, 3, 8, 32, 32))["action"].shape) == (1, 9)
-
-
-def _assert_same_weights(a, b, skip=()):
-    sa, sb = a.state_dict(), b.state_dict()
-    for k in sa:
-        if not k.startswith(skip):
-            assert torch.equal(sa[k], sb[k]), k
-
-
-def test_roundtrip_through_pyslowfast_pyth(tmp_path):
-    source = tiny_student("slowfast_tiny", seed=1)
-    state = to_pyslowfast_state_dict(source)
-    assert "s1_fuse.conv_f2s.weight" in state and "head.projection.weight" in state
-    # As PySlowFast saves it under DDP: {"model_state": ..., "epoch": ...}, "module." prefixed.
-    path = tmp_path / "checkpoint_epoch_00001.pyth"
-    torch.save({"epoch": 1, "model_state": {f"module.{k}": v for k, v in state.items()}}, path)
-
-    target = tiny_student("slowfast_tiny", seed=2)
-    report = load_pyslowfast_checkpoint(target, path)
-    _assert_same_weights(source, target)
-    assert report.missing == [] and report.skipped == [] and report.unexpected == []
-    assert sorted(report.loaded) == sorted(target.state_dict())
-
-
-def test_other_label_space_skips_the_action_head():
-    source = tiny_student(seed=1)
-    target = tiny_student(seed=2, num_actions=3)
-    head_before = target.head.projection.weight.clone()
-    report = load_pyslowfast_checkpoint(target, {"model_state": to_pyslowfast_state_dict(source)})
-    assert sorted(report.skipped) == ["head.projection.bias", "head.projection.weight"]
-    assert torch.equal(target.head.projection.weight, head_before)
-    _assert_same_weights(source, target, skip=("head.",))
-
-
-def test_ego_exo_release_head_names():
-    # The Ego-Exo release: MultiTaskHead "head<TASK>.projections.{0,1,2}" (action, ego,
-    # object) and HandObjHead "handobjhead.pathway0_conv_fcn0" + "score_projection".
-    source = tiny_student(seed=1, map_hidden_channels=16)
-    renames = {"head.projection.": "headcharades-ego.projections.0.", "ego_head.": "head.projections.1.",
-               "object_head.": "head.projections.2.", "map_head.hidden.": "handobjhead.pathway0_conv_fcn0.",
-               "map_head.score.": "handobjhead.score_projection."}
-    state = {}
-    for k, v in to_pyslowfast_state_dict(source).items():
-        for ours, theirs in renames.items():
-            if k.startswith(ours):
-                k = theirs + k[len(ours):]
-        state[k] = v
-    target = tiny_student(seed=2, map_hidden_channels=16)
-    report = load_pyslowfast_checkpoint(target, state)
-    assert report.missing == [] and report.unexpected == []
-    _assert_same_weights(source, target)
-
-
-def test_backbone_mismatch_is_an_error_unless_relaxed():
-    source = to_pyslowfast_state_dict(tiny_student(seed=1))
-    del source["s3.pathway0_res0.branch2.a.weight"]
-    target = tiny_student(seed=2)
-    with pytest.raises(ValueError, match="s3.pathway0_res0.branch2.a.weight"):
-        load_pyslowfast_checkpoint(target, source)
-    report = load_pyslowfast_checkpoint(target, source, strict_backbone=False)
-    assert report.missing == ["backbone.s3.pathway0_res0.branch2.a.weight"]
-
-    with pytest.raises(ValueError, match="mis-shaped"):
-        load_pyslowfast_checkpoint(tiny_student("slowfast_tiny"), to_pyslowfast_state_dict(tiny_student()))

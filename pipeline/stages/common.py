@@ -121,46 +121,22 @@ def select_rows(table, split: str | None, view: str) -> list[int]:
 
 def build_model(model_args: dict):
     """The student described by a checkpoint's ``model_args`` (backbone, heads, dropout)."""
-    from student.backbones import create_backbone
-    from student.heads import EgoExoStudent
+    from student.checkpoints import build_student
 
-    backbone = create_backbone(model_args["backbone"])
-    return EgoExoStudent(
-        backbone,
-        num_actions=model_args["num_actions"],
-        num_objects=model_args["num_objects"],
-        dropout=model_args["dropout"],
-        interaction_maps=model_args["interaction_maps"],
-        map_hidden_channels=model_args.get("map_hidden_channels"),
-        num_nouns=model_args.get("num_nouns", 0),
-    )
+    return build_student(model_args)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint file as a dict, read without running code (``weights_only=True``).
+    """A checkpoint file as a dict, read without running code.
 
     Ours, PySlowFast's and the Ego-Exo release's ``.pyth`` files hold tensors, numbers,
-    strings and containers; a file whose pickle asks for anything else (a class, a function
-    such as ``os.system``) is refused with the name it asked for.
+    strings and containers (``torch.load(weights_only=True)``); PySlowFast's Caffe2 ``.pkl``
+    numpy arrays (a restricted unpickler). A file whose pickle asks for anything else (a
+    class, a function such as ``os.system``) is refused with the name it asked for.
     """
-    import pickle
+    from student.checkpoints import read_checkpoint
 
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise PipelineError(f"checkpoint not found: {p}")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        reason = next((ln.strip() for ln in first if "Unsupported global" in ln or "GLOBAL" in ln), first[0] if first else "")
-        raise PipelineError(f"refusing to load {p}: it asks to run or build something other than tensors ({reason})") from None
-    except Exception as e:
-        raise PipelineError(f"cannot read checkpoint {p}: {e.__class__.__name__}: {e}") from None
-    if not isinstance(ckpt, dict):
-        raise PipelineError(f"{p} is not a checkpoint (a {type(ckpt).__name__}, not a dict of tensors)")
-    return ckpt
+    return read_checkpoint(path)
 
 
 def resolve_sampling(data, backbone):

@@ -191,12 +191,12 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
 def _load_init(model, init: dict, path: str) -> None:
     """Load our checkpoint or a PySlowFast/Ego-Exo one by name; heads whose shape differs
     (a new label space) keep their fresh initialisation."""
-    from student.heads import load_pyslowfast_checkpoint
+    from student.checkpoints import load_weights
 
     try:
-        report = load_pyslowfast_checkpoint(model, init)
+        report = load_weights(model, init)
     except (KeyError, ValueError, RuntimeError) as e:
         raise PipelineError(f"--init {path}: does not fit this model: {e}") from None
-    if report.skipped:
-        print(f"init from {path}: re-initialised {len(report.skipped)} head tensors whose shape differs "
-              f"({', '.join(report.skipped[:4])})")
+    if report.mismatched:
+        print(f"init from {path}: re-initialised {len(report.mismatched)} head tensors whose shape differs "
+              f"({', '.join(report.mismatched[:4])})")
