@@ -154,6 +154,19 @@ def test_student_loss_falls_and_evaluates(store, tiny_world, tmp_path):
     np.testing.assert_allclose(saved["scores_action"].sum(axis=1), 6.0, rtol=1e-5)  # 2 x 3 softmax views summed
     top1 = float((saved["scores_action"].argmax(axis=1) == saved["labels"]).mean())
     assert top1 == pytest.approx(m["top1"])
+    # The same weights as a released Ego-Exo .pyth evaluate directly, to the same scores.
+    from student.checkpoints import convert_checkpoint
+
+    pyth = tmp_path / "released.pyth"
+    convert_checkpoint(result["checkpoint"], pyth, to="pyslowfast")
+    assert "head.projections.0.weight" in torch.load(pyth, weights_only=True)["model_state"]
+    released = run_evaluate(load_config(EvaluateConfig, None, [
+        f"checkpoint={pyth}", "arch=slow_tiny", f"manifest={kin / 'kinetics_demo.csv'}", f"classes={kin / 'classes.txt'}",
+        f"video_root={kin / 'videos'}", f"out={tmp_path / 'released.json'}", "split=val", "temporal_views=2",
+        "spatial_crops=3", "num_workers=0",
+    ]))
+    assert released["top1"] == m["top1"]
+    np.testing.assert_allclose(np.load(released["predictions"])["scores_action"], saved["scores_action"], rtol=1e-5)
 
 
 def test_generic_manifest_through_config(tiny_world, teachers, tmp_path):

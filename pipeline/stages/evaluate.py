@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import PipelineError
-from pipeline.stages.common import (build_model, check_manifest_format, clip_refs, load_checkpoint, load_table,
+from pipeline.stages.common import (check_manifest_format, clip_refs, load_checkpoint, load_table,
                                     pick_device, progress, require, resolve_sampling, select_rows)
 
 
 @dataclass
 class EvaluateConfig:
-    checkpoint: str = ""
+    checkpoint: str = ""  # ours (.pt), or a released PySlowFast / Ego-Exo .pyth or Caffe2 .pkl
+    arch: str | None = None  # the backbone of a released checkpoint; None: found from its tensor shapes
     manifest: str = ""
     manifest_format: str = "auto"
     classes: str | None = None  # class list file; None: the dataset's shipped list
@@ -62,21 +63,26 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     from student.dataset import ClipDataset, Sampling
     from student.train import evaluate_scores, predict
 
-    ckpt = load_checkpoint(cfg.checkpoint)
-    if "model_args" not in ckpt:
-        raise PipelineError(f"{cfg.checkpoint} is not a checkpoint written by train-student/finetune")
+    from student.checkpoints import load_student
+
+    model, ckpt = load_student(load_checkpoint(cfg.checkpoint), cfg.arch)
     table = load_table(cfg.manifest, cfg.manifest_format, cfg.classes)
-    if list(table.classes) != list(ckpt["classes"]):
+    if "classes" in ckpt and list(table.classes) != list(ckpt["classes"]):
         raise PipelineError(
             f"the classes of {cfg.manifest} differ from the checkpoint's ({_class_difference(table.classes, ckpt['classes'])}); "
             "evaluate on the label space the model was trained for (set 'classes' to its class list)"
         )
+    # A released checkpoint names no classes: its head must match the manifest's class list.
+    heads = {"action": (ckpt["model_args"]["num_actions"], len(table.classes)),
+             "noun": (ckpt["model_args"].get("num_nouns", 0), len(table.noun_classes))}
+    for head, (have, want) in heads.items():
+        if have != want:
+            raise PipelineError(f"{cfg.checkpoint} has a {have}-way {head} head but {cfg.manifest} has {want} "
+                                f"{head} classes; evaluate on the label space the model was trained for")
     rows = select_rows(table, cfg.split, cfg.view)
     clips, missing = clip_refs(table, rows, cfg.video_root)
     if not clips:
         raise PipelineError(f"no videos to evaluate under {cfg.video_root}")
-    model = build_model(ckpt["model_args"])
-    model.load_state_dict(ckpt["model"])
     # A released checkpoint carries no sampling of ours: its backbone's (PySlowFast's) applies.
     sampling = Sampling.from_dict(ckpt["sampling"]) if "sampling" in ckpt else resolve_sampling(None, model.backbone)
     if cfg.short_side is not None:
