@@ -93,8 +93,11 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from data_manifests.check import check_manifest
     from data_manifests.table import ManifestError
 
+    from data_manifests.classes import read_class_list
+
     try:
-        report = check_manifest(args.manifest, args.video_root, args.format, probe_videos=args.probe)
+        classes = read_class_list(args.classes) if args.classes else None
+        report = check_manifest(args.manifest, args.video_root, args.format, probe_videos=args.probe, classes=classes)
     except (ManifestError, FileNotFoundError) as e:
         raise PipelineError(str(e)) from None
     print(report.summary())
@@ -141,6 +144,21 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from pipeline.recipes import RECIPES, recipe_path
+
+    if args.show:
+        print(recipe_path(args.show).read_text(), end="")
+        return 0
+    width = max(len(r.name) for r in RECIPES)
+    print(f"{'recipe':<{width}}  {'stage':<13}  published (paper / release README)")
+    for r in RECIPES:
+        print(f"{r.name:<{width}}  {r.stage:<13}  {r.published}")
+    print("\nrun one:  pipeline run STAGE --config recipe:NAME manifest=... video_root=... out=... [init=...] [signals=...]"
+          "\nits file: pipeline recipes --show NAME")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -183,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--manifest", required=True)
     ck.add_argument("--video-root", required=True)
     ck.add_argument("--format", default="auto", help="auto (default), kinetics, charades_ego, epic100, generic, pyslowfast")
+    ck.add_argument("--classes", help="class list file (default: the dataset's shipped list: Kinetics-400, Charades' 157, "
+                    "EPIC-100's verbs; generic formats take the labels in the file)")
     ck.add_argument("--probe", action="store_true", help="also open every video and check it has a video stream")
     ck.add_argument("--strict", action="store_true", help="exit 1 when any problem is found")
     ck.set_defaults(func=cmd_data_check)
@@ -221,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--to pyslowfast: release head names (default auto: epic100 with a noun head, multitask "
                     "with ego/object heads, else baseline head.projection)")
     cc.set_defaults(func=cmd_convert_checkpoint)
+
+    rc = sub.add_parser("recipes", help="the paper's recipes: one config per published row",
+                        description="List the paper's recipes: one stage config per row of its tables, with the "
+                        "settings of the Ego-Exo release's configs (schedule, batch, sampling, loss weights, test "
+                        "views), the stage that runs it and the number the paper reports for it.",
+                        epilog="examples:\n  pipeline recipes\n  pipeline recipes --show charades-ego/finetune_slowfast_r50\n"
+                        "  pipeline run train-student --config recipe:k400/egoexo_slowfast_r50 optim.batch_size=64 \\\n"
+                        "      manifest=k400/train.csv video_root=k400/videos signals=k400.zarr out=runs/egoexo",
+                        formatter_class=fmt)
+    rc.add_argument("--show", metavar="NAME", help="print one recipe's YAML")
+    rc.set_defaults(func=cmd_recipes)
 
     st = sub.add_parser("student", help="student models", description="Student models.")
     ssub = st.add_subparsers(dest="student_command", required=True, metavar="COMMAND")

@@ -36,9 +36,19 @@ def stage_spec(stage: str) -> tuple[type, Callable[[], Any], Callable[[Any], Any
 
 def load_stage_config(stage: str, config: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                       flags: dict[str, object] | None = None, validate: bool = True):
-    """Stage defaults <- YAML <- CLI flags <- key=value overrides, type-checked (and validated)."""
+    """Stage defaults <- YAML <- CLI flags <- key=value overrides, type-checked (and validated).
+
+    ``config`` is a file, or ``recipe:<name>`` for one of the paper's recipes (``pipeline recipes``).
+    """
     from pipeline.config import load_config, to_dict
 
+    if config is not None and str(config).startswith("recipe:"):
+        from pipeline.errors import ConfigError
+        from pipeline.recipes import recipe_for, recipe_path
+
+        if recipe_for(config).stage != stage:
+            raise ConfigError(f"{config} is a recipe for 'pipeline run {recipe_for(config).stage}', not '{stage}'")
+        config = recipe_path(config)
     cls, defaults, _ = stage_spec(stage)
     return load_config(cls, config, overrides, extra=flags or {}, defaults=to_dict(defaults()), validate=validate)
 
