@@ -276,15 +276,29 @@ def _backbone_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def infer_backbone(weights: Weights) -> str:
-    """The registered backbone whose tensor names and shapes are exactly those of ``weights``."""
+    """The registered backbone whose tensor names and shapes are exactly those of ``weights``;
+    without one, the error names what differs from the closest."""
     have = {k: tuple(v.shape) for k, v in weights.tensors.items()
             if k.startswith("backbone.") and not k.endswith(_COUNTER)}
     matches = [name for name in list_backbones() if _backbone_shapes(name) == have]
-    if len(matches) != 1:
-        found = "none" if not matches else "several (" + ", ".join(matches) + ")"
-        raise CheckpointError(f"its backbone tensors match {found} of the registered backbones "
-                              f"({', '.join(list_backbones())}); name the architecture (--arch) to see what differs")
-    return matches[0]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CheckpointError(f"its backbone tensors match several registered backbones ({', '.join(matches)}); "
+                              "name the architecture (--arch)")
+
+    def differences(name: str) -> list[str]:
+        want = _backbone_shapes(name)
+        diff = [f"{weights.source_names.get(k, k)} (not in {name})" for k in have if k not in want]
+        diff += [f"{k.removeprefix('backbone.')} (missing)" for k in want if k not in have]
+        diff += [f"{weights.source_names.get(k, k)} (shape {have[k]}, {name} {want[k]})"
+                 for k in have if k in want and want[k] != have[k]]
+        return diff
+
+    closest = min(list_backbones(), key=lambda name: len(differences(name)))
+    diff = differences(closest)
+    raise CheckpointError(f"its backbone tensors match none of the registered backbones; the closest, {closest}, "
+                          f"differs in {len(diff)}: {_shorten(diff)}")
 
 
 def _release_dropout(cfg: Any, default: float = 0.5) -> float:
@@ -310,7 +324,8 @@ def infer_model_args(weights: Weights, backbone: str) -> dict:
         raise CheckpointError("the checkpoint has no action head (head.projection or a release name for it)")
     maps = any(k.startswith("map_head.") for k in weights.tensors)
     return {"backbone": backbone, "num_actions": rows("head.projection"), "num_objects": rows("object_head"),
-            "num_nouns": rows("noun_head"), "dropout": _release_dropout(weights.extra.get("cfg")),
+            "num_nouns": rows("noun_head"), "ego_head": rows("ego_head") > 0,
+            "dropout": _release_dropout(weights.extra.get("cfg")),
             "interaction_maps": maps, "map_hidden_channels": rows("map_head.hidden") if maps else None}
 
 
@@ -324,6 +339,7 @@ def build_student(model_args: Mapping) -> EgoExoStudent:
         interaction_maps=model_args["interaction_maps"],
         map_hidden_channels=model_args.get("map_hidden_channels"),
         num_nouns=model_args.get("num_nouns", 0),
+        ego_head=model_args.get("ego_head", True),
     )
 
 

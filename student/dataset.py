@@ -47,24 +47,33 @@ class ClipRef:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Clip geometry: how many frames, how far apart, and the spatial sizes."""
+    """Clip geometry: how many frames, how far apart, and the spatial sizes.
+
+    A clip covers ``num_frames * sampling_rate`` frames of a ``target_fps`` video. ``spacing``
+    says where in it the frames fall, as the release's two loaders place them: ``linspace``
+    (PySlowFast's video decoder, Kinetics: ``linspace(0, clip - 1, num_frames)``, so 8x8 takes
+    frames 0, 9, ..., 63) or ``stride`` (its frame-list loaders, Charades-Ego and EPIC: every
+    ``sampling_rate``-th frame, 0, 8, ..., 56).
+    """
 
     num_frames: int
-    frame_step: float  # seconds between sampled frames: sampling_rate / target_fps
+    sampling_rate: float
+    target_fps: float
     train_jitter_scales: tuple[int, int]  # short side drawn uniformly in [lo, hi] for training
     crop: int  # training crop
     test_short_side: int  # testing: short side and crop size
     slow_indices: tuple[int, ...]  # frames whose times the Slow pathway (and its maps) sees
+    spacing: str = "linspace"
 
     @classmethod
     def from_config(cls, num_frames: int, sampling_rate: float, target_fps: float, train_jitter_scales,
-                    crop: int, test_short_side: int, alpha: int = 1) -> "Sampling":
+                    crop: int, test_short_side: int, alpha: int = 1, spacing: str = "linspace") -> "Sampling":
         from student.backbones import slow_frame_indices
 
         lo, hi = (int(v) for v in train_jitter_scales)
         slow = slow_frame_indices(num_frames, alpha).tolist() if alpha > 1 else list(range(num_frames))
-        return cls(int(num_frames), float(sampling_rate) / float(target_fps), (lo, hi), int(crop),
-                   int(test_short_side), tuple(slow))
+        return cls(int(num_frames), float(sampling_rate), float(target_fps), (lo, hi), int(crop),
+                   int(test_short_side), tuple(slow), spacing)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Sampling":
@@ -73,8 +82,15 @@ class Sampling:
 
     @property
     def span(self) -> float:
-        """Seconds from the first sampled frame's time to one step past the last."""
-        return self.num_frames * self.frame_step
+        """Seconds the clip covers: ``num_frames * sampling_rate`` frames of the target rate."""
+        return self.num_frames * self.sampling_rate / self.target_fps
+
+    @property
+    def frame_step(self) -> float:
+        """Seconds between sampled frames."""
+        if self.spacing == "stride" or self.num_frames == 1:
+            return self.sampling_rate / self.target_fps
+        return (self.num_frames * self.sampling_rate - 1) / (self.num_frames - 1) / self.target_fps
 
 
 def window_times(frame_time: np.ndarray, frames_per_window: int) -> np.ndarray:
@@ -173,19 +189,26 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.clips) * self.views
 
     def window(self, clip: ClipRef, temporal_view: int, rng: np.random.Generator | None) -> np.ndarray:
-        """Sample times of one clip window: a random start in training; in testing view k of N
-        starts at k/(N-1) of the slack (the first and last views touch the clip's ends, as the
-        release tests Charades-Ego and EPIC), one view at the centre."""
+        """Sample times of one clip window, as PySlowFast places it: a random start in training
+        (a clip shorter than the window starts up to its shortfall before the clip, as the
+        release's frame loaders do); in testing view k of N starts at k/(N-1) of the slack (the
+        first and last views touch the clip's ends, as the release tests Charades-Ego and EPIC),
+        one view at the centre. Times are clamped into the clip, so a short clip repeats its
+        first or last frame instead of showing the next action's."""
         s = self.sampling
         end = clip.end if clip.end is not None else clip.start + s.span
-        slack = max(0.0, (end - clip.start) - s.span)
+        slack = (end - clip.start) - s.span
         if rng is not None:
-            t0 = clip.start + rng.uniform(0, slack)
+            t0 = clip.start + (rng.uniform(0, slack) if slack > 0 else rng.uniform(slack, 0))
+        elif slack <= 0:
+            t0 = clip.start
         elif self.temporal_views > 1:
             t0 = clip.start + slack * temporal_view / (self.temporal_views - 1)
         else:
             t0 = clip.start + slack / 2
-        return t0 + np.arange(s.num_frames) * s.frame_step
+        times = t0 + np.arange(s.num_frames) * s.frame_step
+        # The last frame shown before ``end`` (a frame starting at ``end`` belongs to what follows).
+        return np.clip(times, clip.start, max(clip.start, end - 1e-3))
 
     def __getitem__(self, key) -> dict:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -203,8 +226,9 @@ class ClipDataset(torch.utils.data.Dataset):
         got = read_frames(clip.path, times, short_side=short_side, frame_rate=clip.frame_rate)
         h, w = got.frames.shape[1:3]
         crop = min(crop, h, w)
-        if rng is not None:
-            y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        if rng is not None:  # PySlowFast random_crop: randint(0, size - crop), 0 when they are equal
+            y0 = int(rng.integers(0, h - crop)) if h > crop else 0
+            x0 = int(rng.integers(0, w - crop)) if w > crop else 0
             flip = bool(rng.random() < 0.5)
         else:
             y0 = _crop_offsets(h, crop, spatial, self.spatial_crops) if h > w else _crop_offsets(h, crop, 1, 1)

@@ -62,7 +62,8 @@ class InteractionMapHead(nn.Module):
 class EgoExoStudent(nn.Module):
     """Backbone + heads. ``forward(clip)`` returns a dict of logits.
 
-    Keys: ``action`` [B,A], ``ego`` [B,2], ``object`` [B,C] (absent when ``num_objects=0``),
+    Keys: ``action`` [B,A], ``ego`` [B,2] (absent when ``ego_head=False``), ``object`` [B,C]
+    (absent when ``num_objects=0``),
     ``noun`` [B,N] (EPIC-100's second classifier; absent when ``num_nouns=0``, where
     ``action`` is the verb), ``interaction_map`` [B,2,T',H',W'] on the Slow pathway's final
     grid, channel 0 hand and channel 1 object (absent when ``interaction_maps=False``).
@@ -74,14 +75,14 @@ class EgoExoStudent(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_actions: int, num_objects: int = 1000,
                  dropout: float = 0.5, interaction_maps: bool = True, map_hidden_channels: int | None = None,
-                 num_nouns: int = 0):
+                 num_nouns: int = 0, ego_head: bool = True):
         super().__init__()
         self.backbone = backbone
         feat_dim = sum(backbone.out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = ActionHead(feat_dim, num_actions)
         self.noun_head = _linear(feat_dim, num_nouns) if num_nouns > 0 else None
-        self.ego_head = _linear(feat_dim, 2)
+        self.ego_head = _linear(feat_dim, 2) if ego_head else None
         self.object_head = _linear(feat_dim, num_objects) if num_objects > 0 else None
         if map_hidden_channels is None:
             map_hidden_channels = getattr(backbone, "head_config", {}).get("map_hidden_channels", 512)
@@ -103,7 +104,9 @@ class EgoExoStudent(nn.Module):
     def forward_head(self, features: list[Tensor]) -> dict[str, Tensor]:
         pooled = torch.cat([f.mean(dim=(2, 3, 4)) for f in features], dim=1)
         pooled = self.dropout(pooled)
-        out = {"action": self.head(pooled), "ego": self.ego_head(pooled)}
+        out = {"action": self.head(pooled)}
+        if self.ego_head is not None:
+            out["ego"] = self.ego_head(pooled)
         if self.noun_head is not None:
             out["noun"] = self.noun_head(pooled)
         if self.object_head is not None:
@@ -114,6 +117,31 @@ class EgoExoStudent(nn.Module):
 
     def forward(self, clip: Tensor) -> dict[str, Tensor]:
         return self.forward_head(self.forward_features(clip))
+
+    def forward_test(self, clip: Tensor, window: tuple[int, int], multilabel: bool = False) -> dict[str, Tensor]:
+        """Class probabilities as PySlowFast tests: the head is applied fully convolutionally.
+
+        Each pathway is average-pooled over all its frames and over ``window`` (the training
+        crop's final grid, 7x7 for a 224 crop) at stride 1, so a larger test crop (256 -> 8x8)
+        gives several positions (2x2); the classifier scores each, and their softmax (sigmoid
+        when ``multilabel``, for the action head) is averaged. A grid no larger than the window
+        is one position: the training forward's probabilities.
+        Returns ``action`` [B,A] and, with a noun head, ``noun`` [B,N].
+        """
+        import torch.nn.functional as F
+
+        features = self.forward_features(clip)
+        pooled = [F.avg_pool3d(f, (f.shape[2], min(window[0], f.shape[3]), min(window[1], f.shape[4])), stride=1)
+                  for f in features]
+        x = torch.cat(pooled, dim=1).permute(0, 2, 3, 4, 1)  # [B, 1, h, w, C]
+        out = {}
+        for name, layer in (("action", self.head.projection), ("noun", self.noun_head)):
+            if layer is None:
+                continue
+            logits = layer(x).float()
+            probs = torch.sigmoid(logits) if multilabel and name == "action" else torch.softmax(logits, dim=-1)
+            out[name] = probs.mean(dim=(1, 2, 3))
+        return out
 
     def reset_action_head(self, num_actions: int) -> None:
         """Replace the action classifier with a freshly initialised one (fine-tuning)."""

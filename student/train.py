@@ -132,6 +132,7 @@ def precise_bn(model: torch.nn.Module, loader, num_batches: int, device: str) ->
     model.train(was_training)
 
 
+PRECISE_BN_EPOCH = 1 << 20  # epoch numbers from here on draw the precise-BN batches
 TARGET_KEYS = ("noun", "ego", "object", "interaction_map", "interaction_map_valid")
 
 
@@ -197,6 +198,9 @@ def fit(
         if bar:
             bar.close()
         if cfg.precise_bn_batches:
+            # Other clips and augmentation than the epoch just trained, as PySlowFast's separate
+            # precise-BN loader draws them: the sampler's epoch number is moved out of range.
+            loader.sampler.set_epoch(PRECISE_BN_EPOCH + epoch)
             precise_bn(model, loader, cfg.precise_bn_batches, device)
         record = {"epoch": epoch + 1, "seconds": round(time.time() - t_start, 2), **{k: v / max(n, 1) for k, v in sums.items()}}
         history.append(record)
@@ -210,11 +214,13 @@ def fit(
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset, batch_size: int = 16, num_workers: int = 1, device: str = "cpu",
-            ensemble: Literal["max", "mean", "sum"] = "sum", progress=None) -> dict[str, np.ndarray]:
+            ensemble: Literal["max", "mean", "sum"] = "sum", window: tuple[int, int] = (7, 7),
+            progress=None) -> dict[str, np.ndarray]:
     """Per-clip scores over the dataset's views (temporal x spatial), combined by ``ensemble``.
 
-    Scores are softmax (single-label) or sigmoid (multi-label) per view, as PySlowFast's
-    ``TestMeter`` combines them: ``sum`` (its default), ``mean`` or ``max`` (Charades-Ego).
+    Each view's probabilities come from ``model.forward_test`` (the head applied over
+    ``window``-sized positions of the final grid, as PySlowFast tests), combined as its
+    ``TestMeter`` does: ``sum`` (its default), ``mean`` or ``max`` (Charades-Ego).
     Returns ``{"action": [N, A]}``, plus ``"noun"`` for a model with a noun head (EPIC-100).
     """
     model.eval().to(device)
@@ -224,15 +230,11 @@ def predict(model: torch.nn.Module, dataset, batch_size: int = 16, num_workers: 
     counts = np.zeros(n_clips)
     it = progress(loader, desc="evaluate", leave=False) if progress else loader
     for batch in it:
-        outputs = model(batch["video"].to(device))
+        outputs = model.forward_test(batch["video"].to(device), window, dataset.multilabel)
         idx = batch["index"].numpy()
         np.add.at(counts, idx, 1)
-        for head in ("action", "noun"):
-            if head not in outputs:
-                continue
-            logits = outputs[head].float()
-            multilabel = dataset.multilabel and head == "action"
-            probs = (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).cpu().numpy()
+        for head, probs in outputs.items():
+            probs = probs.float().cpu().numpy()
             if head not in combined:
                 combined[head] = np.full((n_clips, probs.shape[1]), -np.inf if ensemble == "max" else 0.0)
             (np.maximum if ensemble == "max" else np.add).at(combined[head], idx, probs)

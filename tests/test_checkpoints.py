@@ -175,11 +175,12 @@ def test_release_checkpoint_lands_in_our_tensors(release, tmp_path):
     report = meta["report"]
     assert report.unexpected == [] and report.mismatched == []
     assert len(report.loaded) == len(shapes)
-    assert report.missing == ([] if layout == "multitask" else ["ego_head.weight", "ego_head.bias"])
+    assert report.missing == []  # a head the file lacks is not built (it would travel on as random weights)
     counts = {OURS[m]: n for m, n in RELEASE_HEADS[layout].items()}
     assert meta["model_args"] == {
         "backbone": arch, "num_actions": counts["head.projection"], "num_objects": counts.get("object_head", 0),
-        "num_nouns": counts.get("noun_head", 0), "dropout": 0.0, "interaction_maps": handobj,
+        "num_nouns": counts.get("noun_head", 0), "ego_head": layout == "multitask", "dropout": 0.0,
+        "interaction_maps": handobj,
         "map_hidden_channels": 512 if handobj else None}
     assert meta["epoch"] == 199 and meta["format"] == "pyslowfast"
     ours = model.state_dict()
@@ -199,7 +200,7 @@ def test_epic100_noun_projection_is_the_noun_head_not_the_ego_head():
     loaded, meta = load_student({"model_state": state})
     assert torch.equal(loaded.noun_head.weight, state["headepic100.projections.1.weight"])
     assert torch.equal(loaded.head.projection.weight, state["headepic100.projections.0.weight"])
-    assert meta["model_args"]["num_nouns"] == 3 and meta["report"].missing == ["ego_head.weight", "ego_head.bias"]
+    assert meta["model_args"]["num_nouns"] == 3 and meta["report"].missing == [] and loaded.ego_head is None
 
 
 def test_legacy_headobjhead_and_fine_tuning_from_kinetics(tmp_path):
@@ -262,7 +263,7 @@ def test_caffe2_pkl_lands_in_our_tensors(arch, slowfast, tmp_path):
     model, meta = load_student(tmp_path / "SLOWFAST_8x8_R50.pkl", arch)
     report = meta["report"]
     assert report.unexpected == [] and report.mismatched == []
-    assert len(report.loaded) == len(shapes) and report.missing == ["ego_head.weight", "ego_head.bias"]
+    assert len(report.loaded) == len(shapes) and report.missing == []
     assert meta["format"] == "caffe2" and meta["model_args"]["num_actions"] == 400
     ours = model.state_dict()
     convs, _ = resnet_convs(50, slowfast)
@@ -417,11 +418,11 @@ def test_pkl_whose_blob_runs_a_command_is_refused(tmp_path):
 def test_convert_checkpoint_cli(tmp_path, capsys):
     from pipeline.stages.common import build_model, load_checkpoint
 
-    source = EgoExoStudent(create_backbone("slow_tiny"), 6, num_objects=0, interaction_maps=False)
+    source = EgoExoStudent(create_backbone("slow_tiny"), 6, num_objects=0, interaction_maps=False, ego_head=False)
     torch.save(to_pyslowfast(source, "charades-ego"), tmp_path / "in.pyth")
     assert main(["convert-checkpoint", str(tmp_path / "in.pyth"), "--arch", "slow_tiny", "--out", str(tmp_path / "o.pt")]) == 0
     out = capsys.readouterr().out
-    assert "matched" in out and "missing 2, unexpected 0, shape-mismatched 0" in out
+    assert "matched 104, missing 0, unexpected 0, shape-mismatched 0" in out
     ckpt = load_checkpoint(tmp_path / "o.pt")
     assert ckpt["source"]["format"] == "pyslowfast" and ckpt["model_args"]["num_actions"] == 6
     model = build_model(ckpt["model_args"])
@@ -431,8 +432,25 @@ def test_convert_checkpoint_cli(tmp_path, capsys):
     assert main(["convert-checkpoint", str(tmp_path / "o.pt"), "--out", str(tmp_path / "back.pyth"), "--to", "pyslowfast",
                  "--layout", "charades-ego"]) == 0
     back = torch.load(tmp_path / "back.pyth", weights_only=True)["model_state"]
-    assert torch.equal(back["headcharades-ego.projection.weight"], source.head.projection.weight)
-    assert "left out (no place in layout charades-ego): ego_head.weight, ego_head.bias" in capsys.readouterr().out
+    original = torch.load(tmp_path / "in.pyth", weights_only=True)["model_state"]
+    assert back.keys() == original.keys()  # the round trip writes back exactly what came in
+    assert all(torch.equal(back[k], original[k]) for k in back)
+    assert "left out" not in capsys.readouterr().out
+    # Without --layout a student with only an action head gets PySlowFast's head.projection, no random extras.
+    assert main(["convert-checkpoint", str(tmp_path / "o.pt"), "--out", str(tmp_path / "auto.pyth"), "--to", "pyslowfast"]) == 0
+    auto = torch.load(tmp_path / "auto.pyth", weights_only=True)["model_state"]
+    assert {k for k in auto if not k.startswith("s")} == {"head.projection.weight", "head.projection.bias"}
+
+
+def test_misspelled_key_is_named_without_arch(tmp_path, capsys):
+    source = EgoExoStudent(create_backbone("slow_tiny"), 6, num_objects=0, interaction_maps=False, ego_head=False)
+    state = dict(to_pyslowfast(source, "baseline")["model_state"])
+    state["s2.pathway0_res0.branch2.a_bn.wieght"] = state.pop("s2.pathway0_res0.branch2.a_bn.weight")
+    torch.save({"model_state": state}, tmp_path / "typo.pyth")
+    assert main(["convert-checkpoint", str(tmp_path / "typo.pyth"), "--out", str(tmp_path / "o.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "closest, slow_tiny" in err
+    assert "s2.pathway0_res0.branch2.a_bn.wieght" in err and "s2.pathway0_res0.branch2.a_bn.weight (missing)" in err
 
 
 def test_convert_checkpoint_cli_errors_are_one_line(tmp_path, capsys):

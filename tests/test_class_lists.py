@@ -60,8 +60,10 @@ def test_class_list_problems_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("arch, frames, step, slow", [
-    ("slow_r50", 8, 8 / 30, list(range(8))),
-    ("slowfast_r50", 32, 2 / 30, [0, 4, 8, 13, 17, 22, 26, 31]),
+    # PySlowFast's decoder: linspace(0, 8 * 8 - 1, 8) -> frames 0, 9, ..., 63 of a 30 fps video
+    ("slow_r50", 8, 9 / 30, list(range(8))),
+    # linspace(0, 63, 32): 63 / 31 frames apart
+    ("slowfast_r50", 32, 63 / 31 / 30, [0, 4, 8, 13, 17, 22, 26, 31]),
 ])
 def test_each_backbone_brings_its_own_clip(arch, frames, step, slow):
     # PySlowFast: Slow 8x8 and SlowFast 32x2 at TARGET_FPS 30, jitter 256-320, crop 224, test 256.
@@ -70,3 +72,4 @@ def test_each_backbone_brings_its_own_clip(arch, frames, step, slow):
     sampling = resolve_sampling(None, create_backbone(arch, depths=(1, 1, 1, 1), width=8))
     assert (sampling.num_frames, sampling.frame_step, list(sampling.slow_indices)) == (frames, pytest.approx(step), slow)
     assert (sampling.train_jitter_scales, sampling.crop, sampling.test_short_side) == ((256, 320), 224, 256)
+    assert sampling.span == pytest.approx(64 / 30)

@@ -8,8 +8,8 @@ from student.dataset import ClipDataset, ClipRef, EpochSampler, Sampling, window
 from student.train import OptimConfig, train_loader
 
 # 4 frames 0.25 s apart; 120 px short side in training and testing; slow = every frame.
-SAMPLING = Sampling(num_frames=4, frame_step=0.25, train_jitter_scales=(120, 120), crop=120, test_short_side=120,
-                    slow_indices=(0, 1, 2, 3))
+SAMPLING = Sampling(num_frames=4, sampling_rate=1, target_fps=4.0, train_jitter_scales=(120, 120), crop=120,
+                    test_short_side=120, slow_indices=(0, 1, 2, 3), spacing="stride")
 EGO_WINDOW = 4  # the ego teacher's frames per window
 
 
@@ -103,6 +103,12 @@ def test_charades_training_labels_are_the_actions_inside_the_window(clip_and_sto
     assert len(seen) > 1  # windows differ, and so do their labels
     test = ClipDataset([ego], 5, SAMPLING, multilabel=True, train=False)
     assert torch.nonzero(test[0]["label"]).flatten().tolist() == [0, 2, 4]  # testing: the video's labels
+    # A clip exactly one window long has one training window, frames at 0, 0.25, 0.5, 0.75 s:
+    # action 0 (0-0.6 s) is inside it, 4 (0.9-1.0 s) and 2 (1.6-2.0 s) are not.
+    one = ClipRef(clip.path, 0.0, 1.0, (0, 2, 4), 0, actions=actions)
+    item = ClipDataset([one], 5, SAMPLING, multilabel=True, train=True)[(3, 0)]
+    assert item["sample"][0].item() == 0.0
+    assert torch.nonzero(item["label"]).flatten().tolist() == [0]
 
 
 def test_flip_moves_frames_and_maps_together(clip_and_store):
@@ -121,7 +127,7 @@ def test_flip_moves_frames_and_maps_together(clip_and_store):
 
 def test_testing_views_are_temporal_by_spatial(clip_and_store):
     clip, _ = clip_and_store
-    sampling = Sampling(4, 0.25, (100, 100), 100, 100, (0, 1, 2, 3))
+    sampling = Sampling(4, 1, 4.0, (100, 100), 100, 100, (0, 1, 2, 3), "stride")
     ds = ClipDataset([clip], 3, sampling, train=False, temporal_views=3, spatial_crops=3)
     assert len(ds) == 9
     samples = np.stack([ds[i]["sample"].numpy() for i in range(9)])
@@ -150,7 +156,7 @@ def test_augmentation_changes_every_epoch_with_persistent_workers(clip_and_store
     # Through the training loop's own loader: 2 persistent workers, as the defaults run it.
     clip, _ = clip_and_store
     clips = [ClipRef(clip.path, 0.0, 2.0, (i % 3,), 0) for i in range(4)]
-    sampling = Sampling(4, 0.25, (100, 140), 96, 100, (0, 1, 2, 3))
+    sampling = Sampling(4, 1, 4.0, (100, 140), 96, 100, (0, 1, 2, 3), "stride")
     cfg = OptimConfig(batch_size=2, num_workers=2, seed=7)
     make = lambda: train_loader(ClipDataset(clips, 3, sampling, train=True, seed=7), cfg)
     loader = make()
@@ -173,3 +179,54 @@ def test_epoch_sampler_shuffles_by_seed_and_epoch():
     second = list(s)
     assert {e for e, _ in second} == {1} and [i for _, i in second] != [i for _, i in first]
     assert list(EpochSampler(10, seed=3)) == first
+
+
+def test_short_segments_never_show_the_next_action(clip_and_store):
+    # A 0.5 s EPIC-like segment (1.0 .. 1.5 s of the video) and a 1 s window: the release starts
+    # up to the shortfall before the segment and clamps every frame index into it.
+    clip, _ = clip_and_store
+    seg = ClipRef(clip.path, 1.0, 1.5, (0,), 0)
+    train = ClipDataset([seg], 3, SAMPLING, train=True)
+    starts = []
+    for epoch in range(20):
+        times = train.window(seg, 0, np.random.default_rng(epoch))
+        assert times.min() >= 1.0 and times.max() < 1.5
+        assert np.all(np.diff(times) >= 0)
+        starts.append(times[0])
+    assert len(set(np.round(starts, 6))) > 1 or starts[0] == 1.0
+    test = ClipDataset([seg], 3, SAMPLING, train=False, temporal_views=3)
+    for view in range(3):
+        np.testing.assert_allclose(test.window(seg, view, None), [1.0, 1.25, 1.499, 1.499])
+
+
+def test_frame_spacing_follows_the_release_loaders():
+    # Video decoder (Kinetics): linspace(0, 8 * 8 - 1, 8) of a 30 fps video -> frames 9 apart;
+    # frame lists (Charades-Ego, EPIC): every 8th frame.
+    kinetics = Sampling(8, 8, 30.0, (256, 320), 224, 256, tuple(range(8)), "linspace")
+    frames = Sampling(8, 8, 30.0, (256, 320), 224, 256, tuple(range(8)), "stride")
+    assert kinetics.frame_step * 30 == pytest.approx(9.0) and frames.frame_step * 30 == pytest.approx(8.0)
+    assert kinetics.span == frames.span == pytest.approx(64 / 30)
+
+
+def test_fit_hands_every_epoch_to_the_sampler(clip_and_store, monkeypatch):
+    # The training loop itself, with the default persistent workers: each epoch's indices
+    # leave the sampler (in this process) tagged with that epoch.
+    from student.backbones import create_backbone
+    from student.heads import EgoExoStudent
+    from student.train import LossWeights, fit
+
+    clip, _ = clip_and_store
+    seen = []
+    original = EpochSampler.__iter__
+    monkeypatch.setattr(EpochSampler, "__iter__", lambda self: (seen.append(self.epoch), original(self))[1])
+    data = ClipDataset([ClipRef(clip.path, 0.0, 2.0, (i % 3,), 0) for i in range(4)], 3,
+                       Sampling(4, 1, 4.0, (64, 72), 64, 64, (0, 1, 2, 3), "stride"), train=True)
+    model = EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                          interaction_maps=False)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as out:
+        history = fit(model, data, OptimConfig(epochs=3, batch_size=2, num_workers=2), LossWeights(), Path(out),
+                      multilabel=False, log=lambda *_: None)
+    assert len(history) == 3 and seen == [0, 1, 2]

@@ -93,3 +93,20 @@ def test_reset_action_head_keeps_everything_else():
             assert torch.equal(after[k], v), k
     with torch.no_grad():
         assert tuple(model.eval()(torch.randn(1, 3, 8, 32, 32))["action"].shape) == (1, 9)
+
+
+def test_testing_scores_each_training_sized_window_and_averages_probabilities():
+    # PySlowFast tests fully convolutionally: avg-pool windows of the training grid (here 64 px
+    # crop / stride 16 = 4x4) at stride 1 over the larger test grid, classify each, average softmax.
+    model = tiny_student(num_objects=0, interaction_maps=False).eval()
+    clip = torch.randn(1, 3, 8, 80, 80)
+    with torch.no_grad():
+        (feat,) = model.forward_features(clip)
+        assert tuple(feat.shape[-2:]) == (5, 5)  # 2 x 2 positions of a 4 x 4 window
+        windows = [feat[..., y:y + 4, x:x + 4].mean(dim=(2, 3, 4)) for y in (0, 1) for x in (0, 1)]
+        expected = torch.stack([torch.softmax(model.head.projection(w), dim=1) for w in windows]).mean(0)
+        torch.testing.assert_close(model.forward_test(clip, (4, 4))["action"], expected)
+        sig = torch.stack([torch.sigmoid(model.head.projection(w)) for w in windows]).mean(0)
+        torch.testing.assert_close(model.forward_test(clip, (4, 4), multilabel=True)["action"], sig)
+        small = torch.randn(1, 3, 8, 64, 64)  # the training size: one position, the training forward
+        torch.testing.assert_close(model.forward_test(small, (4, 4))["action"], torch.softmax(model(small)["action"], 1))

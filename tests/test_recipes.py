@@ -58,7 +58,10 @@ def test_recipe_matches_the_release(name):
     assert name.endswith(arch)
     assert (cfg.data.num_frames, cfg.data.sampling_rate) == FRAMES[arch]
     assert (cfg.data.train_jitter_scales, cfg.data.crop, cfg.data.test_crop) == ([256, 320], 224, 256)
-    assert cfg.data.target_fps == (60.0 if name.startswith("epic") else 30.0)
+    # Kinetics videos at PySlowFast's TARGET_FPS 30 through its decoder (frames at linspace
+    # positions); Charades-Ego's 24 fps and EPIC's 60 fps frames stepped by the frame loaders.
+    fps, spacing = {"k400": (30.0, "linspace"), "charades-ego": (24.0, "stride"), "epic-100": (60.0, "stride")}[name.split("/")[0]]
+    assert (cfg.data.target_fps, cfg.data.frame_spacing) == (fps, spacing)
     maps = weights[3] > 0
     assert cfg.model.interaction_maps == maps and cfg.model.map_hidden_channels == 512
     assert bool(cfg.signals) == (maps or weights[1] > 0)
@@ -68,10 +71,11 @@ def test_recipe_matches_the_release(name):
         assert cfg.loss.noun == 1.0 and cfg.manifest_format == "epic100"
 
 
-@pytest.mark.parametrize("dataset, ensemble", [("charades-ego", "max"), ("epic-100", "sum")])
-def test_evaluation_recipes_test_10_by_3_views_at_256(dataset, ensemble):
+@pytest.mark.parametrize("dataset, ensemble, fps", [("charades-ego", "max", 24.0), ("epic-100", "sum", 60.0)])
+def test_evaluation_recipes_test_10_by_3_views_at_256(dataset, ensemble, fps):
     cfg = load_stage_config("evaluate", f"recipe:{dataset}/evaluate")
     assert (cfg.temporal_views, cfg.spatial_crops, cfg.short_side, cfg.ensemble) == (10, 3, 256, ensemble)
+    assert (cfg.target_fps, cfg.frame_spacing) == (fps, "stride")
 
 
 def test_recipe_for_another_stage_or_unknown_is_refused():

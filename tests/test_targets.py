@@ -68,6 +68,29 @@ def test_matches_the_release_rasterisation_on_random_boxes():
         np.testing.assert_allclose(out[0, 0], _release_gen_targets(px, scores, crop_px, grid), atol=1e-6)
 
 
+def test_matches_the_release_with_a_crop_offset_and_boxes_reaching_outside_it():
+    # A 224 crop at (50, 10) of a 320x240 frame; boxes anywhere in the frame, many reaching
+    # past the crop. The release shifts them by the offset and clips them to the crop.
+    rng = np.random.default_rng(1)
+    W, H, cx, cy, crop_px, grid = 320, 240, 50, 10, 224, 7
+    crop = (cx / W, cy / H, (cx + crop_px) / W, (cy + crop_px) / H)
+    checked = 0
+    for _ in range(50):
+        xy = rng.uniform(0, [W, H], size=(5, 2))
+        wh = rng.uniform(4, 150, size=(5, 2))
+        px = np.concatenate([xy, np.minimum(xy + wh, [W - 1, H - 1])], axis=1)
+        in_crop = px - [cx, cy, cx, cy]
+        touching = (in_crop[:, 2] > 0) & (in_crop[:, 0] < crop_px) & (in_crop[:, 3] > 0) & (in_crop[:, 1] < crop_px)
+        px, in_crop = px[touching], in_crop[touching]  # a box wholly outside is where we differ on purpose
+        scores = rng.uniform(0.1, 1.0, size=len(px))
+        boxes = np.array([[box(x1 / W, y1 / H, x2 / W, y2 / H, score=s) for (x1, y1, x2, y2), s in zip(px, scores)]],
+                         dtype=np.float64).reshape(1, -1, 7)
+        out = interaction_map_targets(boxes, np.array([0.0]), np.array([0.0]), crop, False, (grid, grid))
+        np.testing.assert_allclose(out[0, 0], _release_gen_targets(in_crop, scores, crop_px, grid), atol=1e-6)
+        checked += len(px)
+    assert checked > 100
+
+
 def test_object_boxes_go_to_channel_1_and_overlaps_take_the_max():
     boxes, ft, st = one_frame(box(0.0, 0.0, 0.5, 0.5, 0.6, kind=1), box(0.25, 0.25, 1.0, 1.0, 0.8, kind=1))
     out = interaction_map_targets(boxes, ft, st, FULL, False, (4, 4))

@@ -149,7 +149,8 @@ def resolve_sampling(data, backbone):
     values = dict(num_frames=pick("num_frames", "num_frames"), sampling_rate=pick("sampling_rate", "sampling_rate"),
                   target_fps=pick("target_fps", "target_fps"),
                   train_jitter_scales=pick("train_jitter_scales", "train_jitter_scales"),
-                  crop=pick("crop", "crop_size"), test_short_side=pick("test_crop", "test_crop_size"))
+                  crop=pick("crop", "crop_size"), test_short_side=pick("test_crop", "test_crop_size"),
+                  spacing=pick("frame_spacing", "frame_spacing") or "linspace")
     unset = [k for k, v in values.items() if v is None]
     if unset:
         raise ConfigError(f"config: data.{unset[0]} must be set (backbone has no default for it)")

@@ -27,6 +27,10 @@ class EvaluateConfig:
     temporal_views: int = 10  # TEST.NUM_ENSEMBLE_VIEWS
     spatial_crops: Literal[1, 3] = 3  # TEST.NUM_SPATIAL_CROPS: left/centre/right along the long side
     short_side: int | None = None  # TEST_CROP_SIZE: short side and crop; None: the checkpoint's
+    # Clip timing, None: the checkpoint's (a released checkpoint: its backbone's, PySlowFast's 30 fps
+    # linspace); the release tests Charades-Ego's 24 fps and EPIC's 60 fps frames with stride.
+    target_fps: float | None = None
+    frame_spacing: Literal["linspace", "stride"] | None = None
     ensemble: Literal["auto", "max", "mean", "sum"] = "auto"  # auto: max for multi-label (Charades-Ego), else sum
     batch_size: int = 16
     num_workers: int = 1
@@ -85,13 +89,15 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         raise PipelineError(f"no videos to evaluate under {cfg.video_root}")
     # A released checkpoint carries no sampling of ours: its backbone's (PySlowFast's) applies.
     sampling = Sampling.from_dict(ckpt["sampling"]) if "sampling" in ckpt else resolve_sampling(None, model.backbone)
-    if cfg.short_side is not None:
-        sampling = dataclasses.replace(sampling, test_short_side=cfg.short_side)
+    overrides = {"test_short_side": cfg.short_side, "target_fps": cfg.target_fps, "spacing": cfg.frame_spacing}
+    sampling = dataclasses.replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
     dataset = ClipDataset(clips, len(table.classes), sampling, multilabel=table.multilabel, train=False,
                           temporal_views=cfg.temporal_views, spatial_crops=cfg.spatial_crops)
     ensemble = cfg.ensemble if cfg.ensemble != "auto" else ("max" if table.multilabel else "sum")
     device = pick_device(cfg.device)
-    scores = predict(model, dataset, cfg.batch_size, cfg.num_workers, device, ensemble,
+    # PySlowFast pools the test grid in windows of the training crop's grid (224 / 32 = 7).
+    window = (max(1, sampling.crop // model.backbone.final_stride),) * 2
+    scores = predict(model, dataset, cfg.batch_size, cfg.num_workers, device, ensemble, window,
                      progress=lambda it, **kw: progress(it, **kw))
     metrics = evaluate_scores(scores, dataset)
     metrics.update({"checkpoint": str(cfg.checkpoint), "manifest": str(cfg.manifest), "missing_videos": len(missing),

@@ -23,7 +23,9 @@ from student.train import LossWeights, OptimConfig
 class ModelConfig:
     backbone: str = "slow_tiny"
     dropout: float = 0.5  # MODEL.DROPOUT_RATE: 0.5 for the baseline and fine-tuning, 0.0 for Ego-Exo pre-training
-    interaction_maps: bool = True  # build the map head (needed for the Interaction-Map loss)
+    # Build the map head; None: when the Interaction-Map loss is on (an unused head would be
+    # exported with random weights).
+    interaction_maps: bool | None = None
     map_hidden_channels: int | None = None  # None: the backbone's (512 for R50/R101, the release's head); 0: one 1x1x1 conv
 
 
@@ -38,6 +40,9 @@ class DataConfig:
     train_jitter_scales: list[int] | None = None  # DATA.TRAIN_JITTER_SCALES [short side min, max]
     crop: int | None = None  # DATA.TRAIN_CROP_SIZE
     test_crop: int | None = None  # DATA.TEST_CROP_SIZE (evaluate's short side and crop)
+    # Where the frames fall in the clip: linspace (PySlowFast's video decoder, Kinetics) or
+    # stride (its frame-list loaders, Charades-Ego and EPIC); None: linspace.
+    frame_spacing: Literal["linspace", "stride"] | None = None
     split: str | None = "train"  # manifest rows used for training (None: all)
     view: Literal["all", "ego", "exo"] = "all"  # Charades-Ego: first-person, third-person or both
 
@@ -75,7 +80,7 @@ class TrainConfig:
         if any(distil.values()) and not self.signals:
             used = ", ".join(f"loss.{k}" for k, v in distil.items() if v)
             raise ValueError(f"{used} > 0 needs a signals store: pass --signals STORE (or set them to 0 for the baseline)")
-        if (self.loss.hand_map or self.loss.object_map) and not self.model.interaction_maps:
+        if (self.loss.hand_map or self.loss.object_map) and self.model.interaction_maps is False:
             raise ValueError("loss.hand_map/object_map > 0 needs model.interaction_maps: true")
         if not 0.0 <= self.model.dropout < 1.0:
             raise ValueError("model.dropout must lie in [0, 1)")
@@ -128,8 +133,10 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
     if not Path(cfg.video_root).is_dir():
         raise PipelineError(f"video root not found: {cfg.video_root}")
 
-    num_objects = 1
+    num_objects = 0
     distil = any((cfg.loss.ego, cfg.loss.object, cfg.loss.hand_map, cfg.loss.object_map))
+    maps = (cfg.loss.hand_map > 0 or cfg.loss.object_map > 0) if cfg.model.interaction_maps is None \
+        else cfg.model.interaction_maps
     if cfg.signals:
         store = open_store(cfg.signals)
         if list(store.clip_ids()) != [c.clip_id for c in table]:
@@ -139,18 +146,21 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         if dropped:
             print(f"{stage}: skipping {len(dropped)} clips without teacher signals (failed or pending in the store)")
         rows = [i for i in rows if status[i] == OK]
-        if "object/logits" in store.output_names:
+        if cfg.loss.object and "object/logits" not in store.output_names:
+            raise PipelineError(f"signals store {cfg.signals} has no object/logits for the Object-Score loss")
+        if cfg.loss.ego and "ego/logits" not in store.output_names:
+            raise PipelineError(f"signals store {cfg.signals} has no ego/logits for the Ego-Score loss")
+        if cfg.loss.object:
             num_objects = int(store.array("object/logits").shape[-1])
         if (cfg.loss.hand_map or cfg.loss.object_map) and "handobj/boxes" not in store.output_names:
             raise PipelineError(f"signals store {cfg.signals} has no handobj/boxes for the interaction-map loss")
 
     init = load_checkpoint(cfg.init) if cfg.init else None
-    if init is not None and "model_args" in init and not cfg.signals:
-        num_objects = init["model_args"]["num_objects"]
+    # Only the heads a loss trains are built: an untrained head would travel on as random weights.
     model_args = {
         "backbone": cfg.model.backbone, "num_actions": len(table.classes), "num_objects": num_objects,
-        "num_nouns": len(table.noun_classes), "dropout": cfg.model.dropout,
-        "interaction_maps": cfg.model.interaction_maps, "map_hidden_channels": cfg.model.map_hidden_channels,
+        "num_nouns": len(table.noun_classes), "ego_head": cfg.loss.ego > 0, "dropout": cfg.model.dropout,
+        "interaction_maps": maps, "map_hidden_channels": cfg.model.map_hidden_channels,
     }
     torch.manual_seed(cfg.optim.seed)  # initial weights follow from the config, not from what ran before
     try:
@@ -179,7 +189,7 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
     meta = {"model_args": model_args, "classes": table.classes, "noun_classes": table.noun_classes,
             "multilabel": table.multilabel, "sampling": to_dict(sampling), "config": to_dict(cfg), "stage": stage}
     print(f"{stage}: {len(clips)} clips, {len(table.classes)} classes, backbone {cfg.model.backbone}, "
-          f"{sampling.num_frames} frames every {sampling.frame_step * 1000:.0f} ms, device {device}")
+          f"{sampling.num_frames} frames {sampling.frame_step * 1000:.0f} ms apart, device {device}")
     history = fit(model, dataset, cfg.optim, cfg.loss, out, table.multilabel, device, checkpoint_extra=meta,
                   progress=lambda **kw: progress(**kw))
     final = out / "checkpoint.pt"
