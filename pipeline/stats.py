@@ -77,7 +77,7 @@ def mean_std(values) -> tuple[float, float]:
 
 def paired_difference(row: dict[str, float], baseline: dict[str, float]) -> Difference | None:
     """Mean of ``row[s] - baseline[s]`` over the seeds both have, with its 95 % t-interval."""
-    seeds = sorted(set(row) & set(baseline), key=_seed_order)
+    seeds = sorted(set(row) & set(baseline), key=seed_order)
     if not seeds:
         return None
     d = [row[s] - baseline[s] for s in seeds]
@@ -96,7 +96,7 @@ def compare_rows(table: dict[str, dict], baseline: str) -> list[RowStats]:
         raise ValueError(f"baseline row '{baseline}' is not in the table (rows: {', '.join(table)})")
     rows = []
     for name, values in table.items():
-        values = {str(s): float(v) for s, v in sorted(values.items(), key=lambda kv: _seed_order(kv[0]))}
+        values = {str(s): float(v) for s, v in sorted(values.items(), key=lambda kv: seed_order(kv[0]))}
         if not values:
             continue
         mean, std = mean_std(values.values())
@@ -106,6 +106,7 @@ def compare_rows(table: dict[str, dict], baseline: str) -> list[RowStats]:
     return rows
 
 
-def _seed_order(seed) -> tuple:
+def seed_order(seed) -> tuple:
+    """Sort key: integer seeds numerically ("2" before "10"), then any others by name."""
     s = str(seed)
     return (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s)
