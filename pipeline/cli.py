@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipeline.errors import PipelineError
 
@@ -116,6 +117,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.inspect import inspect_store
 
     return inspect_store(args.store, verify=args.verify, clip=args.clip, out=args.out, video_root=args.video_root)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    done = write_report(args.run_dirs, args.out)
+    print(f"wrote {done['html']} and {done['markdown']} ({len(done['images'])} pictures)")
+    for item in done["missing"]:
+        print(f"  not found: {item}")
+    return 0
 
 
 def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
@@ -276,6 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--out", help="PNG path for --clip")
     ins.add_argument("--video-root", help="video root for --clip (default: the one recorded in the store)")
     ins.set_defaults(func=cmd_inspect)
+
+    rp = sub.add_parser("report", help="write report.html / report.md for demo runs: results over seeds, curves, AP, signals",
+                        description="Write a report of one or more demo run directories (each with demo-summary.json; "
+                        "several pool their seeds) into OUT: the results table (mean +- std over seeds, each row's "
+                        "paired difference to the baseline with a 95 %% interval and whether it exceeds seed noise), "
+                        "training curves per loss term, per-class AP of the ego task, a gallery of teacher signals, "
+                        "the signals store's statistics with its classes ranked by Ego-Score, and the time of each "
+                        "stage. Pictures are PNG files in OUT, referenced by relative path.",
+                        epilog="examples:\n  pipeline report demo-run --out demo-run/report\n"
+                        "  pipeline report runs/seeds-0-2 runs/seeds-3-5 --out report", formatter_class=fmt)
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", type=Path, help="folder with a demo-summary.json")
+    rp.add_argument("--out", required=True, type=Path, help="folder to write report.html, report.md and pictures into")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

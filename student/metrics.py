@@ -16,14 +16,21 @@ def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     return float(np.mean(topk_hits(scores, labels, k)))
 
 
-def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Macro mAP over the classes that have at least one positive (Charades convention)."""
+def per_class_average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[C] average precision of each class (sklearn's); NaN for a class without a positive."""
     from sklearn.metrics import average_precision_score
 
     keep = targets.sum(axis=0) > 0
-    if not np.any(keep):
-        return float("nan")
-    return float(average_precision_score(targets[:, keep], scores[:, keep], average="macro"))
+    ap = np.full(targets.shape[1], np.nan)
+    if np.any(keep):  # one kept class comes back as a scalar
+        ap[keep] = np.atleast_1d(average_precision_score(targets[:, keep], scores[:, keep], average=None))
+    return ap
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Macro mAP over the classes that have at least one positive (Charades convention)."""
+    ap = per_class_average_precision(scores, targets)
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
 
 
 def chance_map(targets: np.ndarray) -> float:

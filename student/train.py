@@ -2,7 +2,10 @@
 
 Reads top to bottom. Checkpoints are plain dicts (model, optimizer, epoch, model
 args, resolved config, history) written atomically after every epoch; ``fit``
-resumes from ``out/last.pt`` when it exists.
+resumes from ``out/last.pt`` when it exists. TensorBoard events go to ``out/tb/``:
+every loss term, the lr, clips/s and the data-wait fraction per step (``step/*``), and
+the epoch means of the loss terms at each epoch's last step (``epoch/*``, the values of
+``history``).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from student.metrics import mean_average_precision, topk_accuracy
 
@@ -132,6 +136,16 @@ def precise_bn(model: torch.nn.Module, loader, num_batches: int, device: str) ->
     model.train(was_training)
 
 
+def log_step(tb, step: int, values: dict[str, float], lr: float, clips: int, wait: float, seconds: float) -> None:
+    """One training step into TensorBoard: each loss term, the lr, clips/s, and the fraction of
+    the step spent waiting for the loader (near 1: decoding, not the model, sets the pace)."""
+    for k, v in values.items():
+        tb.add_scalar(f"step/{k}", v, step)
+    tb.add_scalar("step/lr", lr, step)
+    tb.add_scalar("step/clips_per_s", clips / max(seconds, 1e-9), step)
+    tb.add_scalar("step/data_wait_fraction", wait / max(seconds, 1e-9), step)
+
+
 PRECISE_BN_EPOCH = 1 << 20  # epoch numbers from here on draw the precise-BN batches
 TARGET_KEYS = ("noun", "ego", "object", "interaction_map", "interaction_map_valid")
 
@@ -168,6 +182,8 @@ def fit(
         log(f"resuming from {last} at epoch {start_epoch}")
     autocast = device.startswith("cuda") and cfg.bf16
     steps_per_epoch = max(1, len(loader))
+    # A resumed run drops events logged after its checkpoint, so no curve has two values per step.
+    tb = SummaryWriter(out / "tb", purge_step=start_epoch * steps_per_epoch if start_epoch else None)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         loader.sampler.set_epoch(epoch)
@@ -175,9 +191,12 @@ def fit(
         n = 0
         t_start = time.time()
         bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
+        t_ready = time.perf_counter()  # the previous step's end: from here on the step waits for the loader
         for step, batch in enumerate(loader):
+            t_batch = time.perf_counter()
+            lr = lr_at(epoch + step / steps_per_epoch, cfg)
             for g in optimizer.param_groups:
-                g["lr"] = lr_at(epoch + step / steps_per_epoch, cfg)
+                g["lr"] = lr
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 outputs = model(batch["video"])
@@ -188,13 +207,17 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+            values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
             n += 1
+            t_done = time.perf_counter()
+            log_step(tb, epoch * steps_per_epoch + step, values, lr, len(batch["video"]),
+                     wait=t_batch - t_ready, seconds=t_done - t_ready)
+            t_ready = t_done
             if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+                bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
         if bar:
             bar.close()
         if cfg.precise_bn_batches:
@@ -204,11 +227,16 @@ def fit(
             precise_bn(model, loader, cfg.precise_bn_batches, device)
         record = {"epoch": epoch + 1, "seconds": round(time.time() - t_start, 2), **{k: v / max(n, 1) for k, v in sums.items()}}
         history.append(record)
+        for k, v in record.items():  # at the epoch's last step, which a resume from this epoch keeps
+            if k.startswith("loss"):
+                tb.add_scalar(f"epoch/{k}", v, (epoch + 1) * steps_per_epoch - 1)
+        tb.flush()  # every epoch on disk, as the checkpoint is
         log("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         save_checkpoint(last, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
             "history": history, **(checkpoint_extra or {}),
         })
+    tb.close()
     return history
 
 

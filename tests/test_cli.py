@@ -12,7 +12,7 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("cmd", [[], ["run"], ["run", "extract-teachers"], ["run", "train-student"], ["inspect"], ["data", "make-demo"], ["demo"],
-                                 ["convert-checkpoint"], ["student", "list"]])
+                                 ["convert-checkpoint"], ["student", "list"], ["report"]])
 def test_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])

@@ -109,6 +109,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     labels = (np.stack([dataset._label(c).numpy() for c in clips]) if table.multilabel
               else np.array([c.labels[0] if c.labels else -1 for c in clips]))
     np.savez_compressed(predictions, clip_id=np.array([table[c.row].clip_id for c in clips]), labels=labels,
+                        classes=np.array(table.classes),
                         **{f"scores_{k}": v for k, v in scores.items()},
                         **({"nouns": np.array([c.noun for c in clips])} if "noun" in scores else {}))
     metrics["predictions"] = str(predictions)

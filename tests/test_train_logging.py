@@ -1,0 +1,65 @@
+"""TensorBoard events of ``fit``: read back, they hold the history's epoch means and one value per step."""
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from student.backbones import create_backbone
+from student.heads import EgoExoStudent
+from student.train import LossWeights, OptimConfig, fit
+
+
+class TinyClips(torch.utils.data.Dataset):
+    """Random 4-frame 32 px clips with 3 action classes (what ``train_loader``'s sampler indexes)."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, key):
+        _, i = key
+        g = torch.Generator().manual_seed(i)
+        return {"video": torch.randn(3, 4, 32, 32, generator=g), "label": i % 3}
+
+
+def tiny_fit(out, epochs):
+    torch.manual_seed(0)
+    model = EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                          interaction_maps=False)
+    cfg = OptimConfig(epochs=epochs, batch_size=2, num_workers=0, lr=0.05, warmup_epochs=1.0)
+    return fit(model, TinyClips(), cfg, LossWeights(), out, multilabel=False, log=lambda *_: None)
+
+
+def scalars(out, tag):
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_epoch_losses_read_back_equal_the_history(tmp_path):
+    history = tiny_fit(tmp_path, epochs=2)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    steps = 3  # 6 clips in batches of 2
+    epoch_loss = scalars(tmp_path, "epoch/loss")
+    assert [s for s, _ in epoch_loss] == [steps - 1, 2 * steps - 1]  # each epoch's last step
+    assert [v for _, v in epoch_loss] == pytest.approx([h["loss"] for h in history], rel=1e-6)
+    assert [v for _, v in scalars(tmp_path, "epoch/loss_action")] == pytest.approx(
+        [h["loss_action"] for h in history], rel=1e-6)
+    step_loss = scalars(tmp_path, "step/loss")
+    assert [s for s, _ in step_loss] == list(range(2 * steps))
+    # the epoch mean is the mean of its steps' values
+    assert sum(v for _, v in step_loss[:steps]) / steps == pytest.approx(history[0]["loss"], rel=1e-5)
+    lr = [v for _, v in scalars(tmp_path, "step/lr")]
+    assert lr[0] == pytest.approx(0.01) and lr[1] > lr[0]  # warm-up from warmup_start_lr
+    wait = [v for _, v in scalars(tmp_path, "step/data_wait_fraction")]
+    assert all(0.0 <= w <= 1.0 for w in wait)
+    assert all(v > 0 for _, v in scalars(tmp_path, "step/clips_per_s"))
+
+
+def test_a_resume_replaces_the_events_after_its_checkpoint(tmp_path):
+    tiny_fit(tmp_path, epochs=2)
+    # As if the run had died after logging epoch 2 but before its checkpoint: back to epoch 1.
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    state.update(epoch=1, history=state["history"][:1])
+    torch.save(state, tmp_path / "last.pt")
+    history = tiny_fit(tmp_path, epochs=2)
+    assert [s for s, _ in scalars(tmp_path, "step/loss")] == list(range(6))  # once each, not twice
+    assert [v for _, v in scalars(tmp_path, "epoch/loss")] == pytest.approx([h["loss"] for h in history], rel=1e-6)
