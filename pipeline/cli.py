@@ -109,7 +109,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    run_demo(args.workdir, seed=args.seed, workers=args.workers)
+    if args.seeds < 1:
+        raise PipelineError("--seeds must be at least 1")
+    run_demo(args.workdir, seed=args.seed, workers=args.workers, seeds=args.seeds, ablations=args.ablations)
     return 0
 
 
@@ -185,10 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate the synthetic world, train the teachers, extract signals with Ray, "
                        "pre-train baseline and Ego-Exo students, fine-tune them (and a scratch model) on the ego "
                        "clips, evaluate, and print a comparison. Rerunning resumes finished steps.",
-                       epilog="example:\n  pipeline demo --workdir demo-run", formatter_class=fmt)
+                       epilog="examples:\n  pipeline demo --workdir demo-run\n"
+                       "  pipeline demo --workdir demo-full --seeds 3 --ablations   # every row, mean +- std over 3 seeds",
+                       formatter_class=fmt)
     d.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes (default: demo-run)")
     d.add_argument("--seed", type=int, default=0, help="world and training seed (default: 0)")
     d.add_argument("--workers", type=int, default=2, help="Ray actors for extract-teachers (default: 2)")
+    d.add_argument("--seeds", type=int, default=1, help="students per row, seeds SEED, SEED+1, ... (default: 1)")
+    d.add_argument("--ablations", action="store_true",
+                   help="also Ego-Exo* and the one-signal rows (Ego-Score, Object-Score, Interaction-Map only)")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="dataset utilities", description="Dataset utilities.")

@@ -1,8 +1,11 @@
-"""``pipeline demo``: the whole pipeline on the synthetic world, every stage through its real config.
+"""``pipeline demo``: the paper's experiment in miniature, every stage through its real config.
 
 Each stage's config is written to ``WORKDIR/configs/<stage>[.<variant>].yaml`` first
 and then run exactly as ``pipeline run <stage> --config`` would, so any step can be
-rerun by hand. Numbers are reported as they come out.
+rerun by hand. The world, the teachers and the signals stores are made once; every row
+of the table (scratch, the exo baseline, Ego-Exo, and with ``--ablations`` Ego-Exo* and
+the one-signal variants) is pre-trained, fine-tuned and evaluated once per seed. Numbers
+are reported as they come out, with their spread over seeds.
 """
 from __future__ import annotations
 
@@ -12,14 +15,43 @@ from pathlib import Path
 
 from pipeline.config import dump_config
 
-# Demo-sized settings (2-core CPU, about ten minutes in all). Measured, not tuned toward a result.
+# Demo-sized settings (2-core CPU). Measured, not tuned toward a result.
 PRETRAIN_EPOCHS = 20
 FINETUNE_EPOCHS = 12
 # One epoch of linear warm-up from a tenth of the lr: a few hundred steps from scratch need it.
 DEMO_OPTIM = {"optim.lr": 0.1, "optim.warmup_epochs": 1.0, "optim.warmup_start_lr": 0.01}
+NO_DISTILLATION = {"loss.ego": 0.0, "loss.object": 0.0, "loss.hand_map": 0.0, "loss.object_map": 0.0}
+
+# Pre-training variants: the release's baseline (cross-entropy alone at weight 1, dropout 0.5)
+# and Ego-Exo (its loss weights: CE 0.5 + the signals, no dropout), and the ablations keeping
+# one signal of Ego-Exo's.
+PRETRAIN = {
+    "baseline": {**NO_DISTILLATION, "loss.action": 1.0, "model.dropout": 0.5},
+    "egoexo": {},
+    "ego_only": {**NO_DISTILLATION, "loss.ego": 0.1},
+    "object_only": {**NO_DISTILLATION, "loss.object": 0.5},
+    "maps_only": {**NO_DISTILLATION, "loss.hand_map": 1.0, "loss.object_map": 1.0},
+}
+# Table rows: the pre-trained start each fine-tunes from (None: scratch) and whether it keeps
+# the interaction-map loss in fine-tuning (Ego-Exo*, the release's Charades-Ego weights 0.1 / 0.1).
+ROWS = {
+    "scratch": (None, False),
+    "baseline": ("baseline", False),
+    "egoexo": ("egoexo", False),
+    "egoexo_star": ("egoexo", True),
+    "ego_only": ("ego_only", False),
+    "object_only": ("object_only", False),
+    "maps_only": ("maps_only", False),
+}
+DEFAULT_ROWS = ("scratch", "baseline", "egoexo")
+ROW_NAMES = {"scratch": "scratch (no pre-training)", "baseline": "exo-pretrained baseline", "egoexo": "Ego-Exo",
+             "egoexo_star": "Ego-Exo*", "ego_only": "Ego-Score only", "object_only": "Object-Score only",
+             "maps_only": "Interaction-Map only"}
 
 
-def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2) -> dict:
+def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 1, ablations: bool = False) -> dict:
+    """The whole pipeline on the synthetic world; ``seeds`` students per row (seeds ``seed``,
+    ``seed + 1``, ...), the ablation rows with ``ablations``. Returns the summary it writes."""
     from data_manifests.demo_world import make_demo
     from pipeline.stages import load_stage_config
     from pipeline.stages.evaluate import run_evaluate
@@ -31,6 +63,8 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2) -> dict:
     configs = wd / "configs"
     timings: dict[str, float] = {}
     t_all = time.time()
+    rows = list(ROWS) if ablations else list(DEFAULT_ROWS)
+    seed_list = list(range(seed, seed + seeds))
 
     def step(name: str):
         print(f"\n== {name} ==", flush=True)
@@ -68,92 +102,125 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2) -> dict:
     teachers = run_train_teachers(tcfg)
     timings["train_teachers"] = time.time() - t
 
-    t = step("3/6 extract teacher signals over the Kinetics-like set (Ray)")
+    t = step("3/6 extract teacher signals (Ray): the Kinetics-like set" + (", the ego training set" if "egoexo_star" in rows else ""))
     store = wd / "signals" / "kinetics.zarr"
-    ecfg = stage_config("extract-teachers", None, {
+    extract = run_extract(stage_config("extract-teachers", None, {
         "manifest": str(kin_csv), "classes": kin_classes, "video_root": str(kin_videos), "out": str(store),
-        "workers": workers,
-        "teachers.ego": teachers["weights"]["ego"], "teachers.object": teachers["weights"]["object"],
+        "workers": workers, "teachers.ego": teachers["weights"]["ego"], "teachers.object": teachers["weights"]["object"],
         "teachers.handobj": teachers["weights"]["handobj"], "shard_rows": 16,
-    })
-    extract = run_extract(ecfg)
+    }))
     print(f"store {store}: {extract.ok} ok, {extract.failed} failed")
+    ego_store = wd / "signals" / "charades_ego_train.zarr"
+    if "egoexo_star" in rows:  # Ego-Exo*: hand-object detections over the first-person training videos
+        run_extract(stage_config("extract-teachers", "ego", {
+            "manifest": str(ego_train_csv), "classes": ego_classes, "video_root": str(ego_videos), "out": str(ego_store),
+            "workers": workers, "teachers.handobj": teachers["weights"]["handobj"], "shard_rows": 16,
+        }))
     timings["extract_teachers"] = time.time() - t
 
-    t = step("4/6 pre-train students on third-person clips: baseline and Ego-Exo")
-    students = {}
+    t = step(f"4/6 pre-train students on third-person clips ({len(seed_list)} seed(s))")
+    variants = sorted({ROWS[r][0] for r in rows if ROWS[r][0]}, key=list(PRETRAIN).index)
+    students, pretrain_val = {}, {v: {} for v in variants}
     common = {"manifest": str(kin_csv), "classes": kin_classes, "video_root": str(kin_videos),
-              "optim.epochs": PRETRAIN_EPOCHS, "optim.seed": seed, "data.split": "train", **DEMO_OPTIM}
-    for variant, extra in (
-        # The release's baseline: no distillation, dropout 0.5 (Ego-Exo pre-training uses none).
-        ("baseline", {"loss.ego": 0.0, "loss.object": 0.0, "loss.hand_map": 0.0, "loss.object_map": 0.0,
-                      "model.dropout": 0.5}),
-        ("egoexo", {"signals": str(store)}),
-    ):
-        cfg = stage_config("train-student", variant, {**common, **extra, "out": str(wd / "students" / variant)})
-        print(f"-- {variant}")
-        students[variant] = run_train(cfg, "train-student")
-    pretrain_val = {}
-    for variant, res in students.items():  # the pre-training task itself, on held-out third-person clips
-        cfg = stage_config("evaluate", f"pretrain-{variant}", {
-            "checkpoint": res["checkpoint"], "manifest": str(kin_csv), "classes": kin_classes,
-            "video_root": str(kin_videos), "out": str(wd / "metrics" / f"pretrain-{variant}.json"), "split": "val",
-            **views,
-        })
-        pretrain_val[variant] = run_evaluate(cfg)
+              "optim.epochs": PRETRAIN_EPOCHS, "data.split": "train", "signals": str(store), **DEMO_OPTIM}
+    for s in seed_list:
+        for variant in variants:
+            name = f"{variant}-s{s}"
+            cfg = stage_config("train-student", name, {**common, **PRETRAIN[variant], "optim.seed": s,
+                                                       "out": str(wd / "students" / name)})
+            print(f"-- {name}")
+            students[name] = run_train(cfg, "train-student")
+            # The pre-training task itself, on held-out third-person clips.
+            m = run_evaluate(stage_config("evaluate", f"pretrain-{name}", {
+                "checkpoint": students[name]["checkpoint"], "manifest": str(kin_csv), "classes": kin_classes,
+                "video_root": str(kin_videos), "out": str(wd / "metrics" / f"pretrain-{name}.json"), "split": "val",
+                **views,
+            }))
+            pretrain_val[variant][str(s)], pretrain_chance = m["top1"], m["chance_top1"]
     timings["train_student"] = time.time() - t
 
-    t = step("5/6 fine-tune on the first-person (ego) clips: scratch, baseline, Ego-Exo")
+    t = step("5/6 fine-tune on the first-person (ego) clips: " + ", ".join(rows))
     finetuned = {}
-    for variant in ("scratch", "baseline", "egoexo"):
-        values = {"manifest": str(ego_train_csv), "classes": ego_classes, "video_root": str(ego_videos),
-                  "out": str(wd / "finetuned" / variant), "optim.epochs": FINETUNE_EPOCHS, "optim.seed": seed,
-                  "data.view": "ego", "data.split": None, **DEMO_OPTIM}
-        if variant != "scratch":
-            values["init"] = students[variant]["checkpoint"]
-        cfg = stage_config("finetune", variant, values)
-        print(f"-- {variant}")
-        finetuned[variant] = run_train(cfg, "finetune")
+    for s in seed_list:
+        for row in rows:
+            start, star = ROWS[row]
+            name = f"{row}-s{s}"
+            values = {"manifest": str(ego_train_csv), "classes": ego_classes, "video_root": str(ego_videos),
+                      "out": str(wd / "finetuned" / name), "optim.epochs": FINETUNE_EPOCHS, "optim.seed": s,
+                      "data.view": "ego", "data.split": None, **DEMO_OPTIM}
+            if start:
+                values["init"] = students[f"{start}-s{s}"]["checkpoint"]
+            if star:
+                values.update({"signals": str(ego_store), "loss.hand_map": 0.1, "loss.object_map": 0.1})
+            print(f"-- {name}")
+            finetuned[name] = run_train(stage_config("finetune", name, values), "finetune")
     timings["finetune"] = time.time() - t
 
     t = step("6/6 evaluate on held-out first-person clips")
-    results = {}
-    for variant in ("scratch", "baseline", "egoexo"):
-        cfg = stage_config("evaluate", variant, {
-            "checkpoint": finetuned[variant]["checkpoint"], "manifest": str(ego_test_csv), "classes": ego_classes,
-            "video_root": str(ego_videos), "out": str(wd / "metrics" / f"{variant}.json"), "view": "ego", **views,
-        })
-        results[variant] = run_evaluate(cfg)
+    results, runs = {row: {} for row in rows}, {}
+    for s in seed_list:
+        for row in rows:
+            name = f"{row}-s{s}"
+            metrics_path = wd / "metrics" / f"{name}.json"
+            m = run_evaluate(stage_config("evaluate", name, {
+                "checkpoint": finetuned[name]["checkpoint"], "manifest": str(ego_test_csv), "classes": ego_classes,
+                "video_root": str(ego_videos), "out": str(metrics_path), "view": "ego", **views,
+            }))
+            results[row][str(s)] = m["mAP"]
+            start = ROWS[row][0]
+            runs[f"{row}/seed{s}"] = {
+                "pretrain": str(Path("students") / f"{start}-s{s}") if start else None,
+                "finetune": str(Path("finetuned") / name), "metrics": str(metrics_path.relative_to(wd))}
+            chance = m["chance_mAP"]
     timings["evaluate"] = time.time() - t
     timings["total"] = time.time() - t_all
 
     summary = {
         "ego_task": "Charades-Ego-like, first-person test videos, multi-label mAP (3 x 3 views, max)",
-        "results": {v: {"mAP": r["mAP"], "chance_mAP": r["chance_mAP"], "clips": r["clips"],
-                        "checkpoint": finetuned[v]["checkpoint"]} for v, r in results.items()},
-        "pretrained_checkpoints": {v: s["checkpoint"] for v, s in students.items()},
-        "pretrain_val_top1": {v: r["top1"] for v, r in pretrain_val.items()},
-        "signals_store": str(store),
+        "baseline_row": "baseline",
+        "chance_mAP": chance,
+        "seeds": seed_list,
+        "rows": results,
+        "pretrain_val_top1": pretrain_val,
+        "pretrain_chance_top1": pretrain_chance,
+        "runs": runs,
         "teachers": teachers["metrics"],
         "extract": {"ok": extract.ok, "failed": extract.failed},
+        "signals_store": str(store.relative_to(wd)),
+        "video_root": str(kin_videos.relative_to(wd)),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     (wd / "demo-summary.json").write_text(json.dumps(summary, indent=1))
     print_table(summary)
+    from pipeline.report import write_report
+
+    report = write_report([wd], wd / "report")
+    print(f"report: {report['html']}  ({report['markdown']})")
     return summary
 
 
 def print_table(summary: dict) -> None:
-    print("\nEgo-Exo demo results (synthetic world; " + summary["ego_task"] + ")")
-    print(f"{'model':<26}{'ego mAP':>10}")
-    names = {"scratch": "scratch (no pre-training)", "baseline": "exo-pretrained baseline", "egoexo": "Ego-Exo"}
-    for v, r in summary["results"].items():
-        print(f"{names[v]:<26}{100 * r['mAP']:>10.2f}")
-    chance = next(iter(summary["results"].values()))["chance_mAP"]
-    print(f"{'chance':<26}{100 * chance:>10.2f}")
+    """The results table: mean +- std over seeds per row, and each row against the baseline."""
+    from pipeline.stats import compare_rows
+
+    seeds = len(summary["seeds"])
+    print("\nEgo-Exo demo results (synthetic world; " + summary["ego_task"] + f"; {seeds} seed(s))")
+    print(f"{'model':<28}{'ego mAP':>9}{'std':>7}   vs baseline: paired difference [95 % interval over seeds]")
+    for r in compare_rows(summary["rows"], summary["baseline_row"]):
+        std = f"{100 * r.std:7.2f}" if r.n > 1 else f"{'-':>7}"
+        d = r.difference
+        versus = ""
+        if d is not None:
+            versus = f"{100 * d.mean:+.2f}"
+            if d.n > 1:
+                versus += f" [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+            versus += f" {d.verdict}"
+        print(f"{ROW_NAMES.get(r.name, r.name):<28}{100 * r.mean:>9.2f}{std}   {versus}")
+    print(f"{'chance':<28}{100 * summary['chance_mAP']:>9.2f}")
     top1 = summary["pretrain_val_top1"]
-    print("\npre-training task (third-person val clips, top-1): "
-          + ", ".join(f"{v} {100 * a:.1f}" for v, a in top1.items()))
+    print(f"\npre-training task (third-person val clips, top-1, mean over seeds; chance "
+          f"{100 * summary['pretrain_chance_top1']:.1f}): "
+          + ", ".join(f"{v} {100 * sum(a.values()) / len(a):.1f}" for v, a in top1.items()))
     print("\nteachers (held-out):", json.dumps(summary["teachers"]))
     print(f"signals store: {summary['signals_store']}")
     print(f"total time: {summary['seconds']['total']:.0f} s  ({', '.join(f'{k} {v:.0f}s' for k, v in summary['seconds'].items() if k != 'total')})")
