@@ -108,7 +108,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint not found: {p}")
     try:
         if p.suffix == ".pkl" and not zipfile.is_zipfile(p):
-            ckpt = safe_pickle.load(p)
+            ckpt = safe_pickle.load_restricted(p)
         else:
             ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except safe_pickle.UnsafePickleError as e:

@@ -13,7 +13,7 @@ from pipeline.io import safe_pickle
 def test_arrays_scalars_and_containers_come_back(protocol):
     data = {"blobs": collections.OrderedDict(w=np.arange(6, dtype=np.float32).reshape(2, 3), i=np.int64(3)),
             "shape": (2, 3), "tags": {"a", "b"}, "raw": b"\x00\xff", "lr": 0.1, "fortran": np.asfortranarray(np.eye(3))}
-    back = safe_pickle.load(io.BytesIO(pickle.dumps(data, protocol=protocol)))
+    back = safe_pickle.load_restricted(io.BytesIO(pickle.dumps(data, protocol=protocol)))
     assert back.keys() == data.keys() and isinstance(back["blobs"], collections.OrderedDict)
     np.testing.assert_array_equal(back["blobs"]["w"], data["blobs"]["w"])
     np.testing.assert_array_equal(back["fortran"], np.eye(3))
@@ -26,7 +26,7 @@ def test_python2_pickle_with_numpy_core_names():
     py2 = (b"\x80\x02}q\x00U\x01wq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85q\x04"
            b"U\x01b\x87q\x05Rq\x06(K\x01K\x03\x85q\x07cnumpy\ndtype\nq\x08U\x02f4K\x00K\x01\x87Rq\t(K\x03U\x01<NNN"
            b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89U\x0c" + buffer + b"tbs.")
-    np.testing.assert_array_equal(safe_pickle.load(io.BytesIO(py2))["w"], np.arange(3, dtype=np.float32))
+    np.testing.assert_array_equal(safe_pickle.load_restricted(io.BytesIO(py2))["w"], np.arange(3, dtype=np.float32))
 
 
 class _CreatesFile:
@@ -42,7 +42,7 @@ def test_a_reduce_that_would_create_a_file_is_refused(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"blobs": {"w": _CreatesFile(marker)}}, protocol=2))
     with pytest.raises(safe_pickle.UnsafePickleError, match=r"refusing to load io\.open"):
-        safe_pickle.load(path)
+        safe_pickle.load_restricted(path)
     assert not marker.exists()
 
 
@@ -50,4 +50,4 @@ def test_a_reduce_that_would_create_a_file_is_refused(tmp_path):
                                        (collections.Counter, "collections.Counter"), (eval, "builtins.eval")])
 def test_other_globals_are_refused_by_name(obj, name):
     with pytest.raises(pickle.UnpicklingError, match=f"refusing to load {name}"):
-        safe_pickle.load(io.BytesIO(pickle.dumps(obj)))
+        safe_pickle.load_restricted(io.BytesIO(pickle.dumps(obj)))

@@ -72,7 +72,7 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def load(file: str | os.PathLike | BinaryIO, encoding: str = "latin1") -> Any:
+def load_restricted(file: str | os.PathLike | BinaryIO, encoding: str = "latin1") -> Any:
     """Unpickle ``file`` (a path or a binary file object) allowing only data.
 
     ``encoding="latin1"`` reads Python 2 pickles (Caffe2-era model zoos), whose numpy array
