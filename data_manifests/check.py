@@ -10,10 +10,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import FORMATS, detect_format, resolve_video, scan_manifest
+from .formats import FORMATS, check_manifest_file, detect_format, resolve_video, scan_manifest
 from .table import Clip, ManifestError
 
 EXAMPLES = 10
+# Kinetics downloads lack 2-13 % of their lists; more missing than this is a wrong video root
+# (extract-teachers' default max_missing_fraction).
+MAX_MISSING_FRACTION = 0.15
 
 
 @dataclass
@@ -35,13 +38,17 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """No unreadable rows, repeated ids or unreadable videos, and at least one video found.
+        """No unreadable rows, repeated ids or unreadable videos, and not too many videos missing.
 
-        Some missing videos are normal (Kinetics downloads lack 2-13 % of clips) and do
-        not fail the check; none found at all means a wrong video root.
+        Some missing videos are normal (Kinetics downloads lack 2-13 % of clips) and do not
+        fail the check; more than ``MAX_MISSING_FRACTION`` usually means a wrong video root.
         """
-        none_found = self.video_root is not None and self.clips > 0 and len(self.missing) == self.clips
-        return not (self.unreadable_rows or self.duplicates or self.unreadable_videos or none_found)
+        return not (self.unreadable_rows or self.duplicates or self.unreadable_videos or self.too_many_missing)
+
+    @property
+    def too_many_missing(self) -> bool:
+        """More videos missing than extract-teachers tolerates (a wrong video root, usually)."""
+        return self.video_root is not None and self.clips > 0 and len(self.missing) / self.clips > MAX_MISSING_FRACTION
 
     def summary(self, examples: int = EXAMPLES) -> str:
         lines = [
@@ -63,6 +70,9 @@ class CheckReport:
                 lines.append("  usually lack 2-13 % of clips: missing clips are reported, not an error)")
             if self.missing and self.format == "epic100":
                 lines.append("  (also looked for the extracted frames folder <participant>/rgb_frames/<video_id>/)")
+            if self.too_many_missing:
+                lines.append(f"  more than {100 * MAX_MISSING_FRACTION:.0f} % of the videos are missing: is the video root "
+                             "right? (extract-teachers stops above max_missing_fraction)")
         lines.append(f"duplicate clip ids: {len(self.duplicates)}")
         lines += [f"  line {ln}: {cid} (first on line {first})" for ln, cid, first in self.duplicates[:examples]]
         lines.append(f"unreadable rows: {len(self.unreadable_rows)}")
@@ -109,8 +119,7 @@ def check_manifest(
     video found is opened with PyAV (header only) and must have a video stream.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
+    check_manifest_file(path)
     fmt = detect_format(path) if format == "auto" else format
     if fmt not in FORMATS[1:]:
         raise ManifestError(f"unknown manifest format '{fmt}' (known: {', '.join(FORMATS)})")

@@ -14,6 +14,25 @@ def _looks_like_path(text: str) -> bool:
     return PurePath(text.strip()).suffix.lower() in VIDEO_SUFFIXES or "/" in text or "\\" in text
 
 
+def check_manifest_file(path: Path) -> None:
+    """A manifest must be an existing text file: one clear ``ManifestError`` otherwise."""
+    if path.is_dir():
+        raise ManifestError(f"{path} is a folder, not a manifest file (pass the CSV or list inside it)")
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        head.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not a multi-byte character cut off by the read
+            hint = (" (EPIC-Kitchens ships a .pkl beside each .csv: pass the .csv)"
+                    if path.suffix.lower() in (".pkl", ".pickle") else "")
+            raise ManifestError(f"{path} is not a text manifest (binary data at byte {e.start}){hint}") from None
+    if b"\0" in head:
+        raise ManifestError(f"{path} is not a text manifest (binary data)")
+
+
 def detect_format(path: str | Path) -> str:
     """Guess a manifest's format from its first non-blank line (a UTF-8 byte-order mark is ignored).
 
@@ -40,7 +59,7 @@ def detect_format(path: str | Path) -> str:
         return "pyslowfast"
     raise ManifestError(
         f"{path}: cannot tell the manifest format from its first line {first.strip()!r}; "
-        f"set manifest_format (one of {', '.join(FORMATS[1:])})"
+        f"set manifest_format in the config, or --format for `pipeline data check` (one of {', '.join(FORMATS[1:])})"
     )
 
 
@@ -57,8 +76,7 @@ def load_manifest(
     where EPIC-100 also looks for ``EPIC_100_video_info.csv``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ManifestError(f"manifest not found: {p}")
+    check_manifest_file(p)
     fmt = detect_format(p) if format == "auto" else format
     return raise_first(p, scan_manifest(p, fmt, video_root, classes))
 

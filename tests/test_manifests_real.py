@@ -266,12 +266,16 @@ def test_check_manifest_reports_each_problem_with_its_line(tmp_path):
         read_kinetics_csv(path)
 
 
-def test_check_manifest_missing_files_alone_pass_but_not_all_missing(tmp_path):
-    path = write(tmp_path / "val.csv", KINETICS_HEADER + "abseiling,aaa,0,10,val\nabseiling,bbb,0,10,val\n")
+def test_check_manifest_missing_files_alone_pass_but_not_too_many(tmp_path):
+    ids = [f"v{i}" for i in range(10)]
+    path = write(tmp_path / "val.csv", KINETICS_HEADER + "".join(f"abseiling,{v},0,10,val\n" for v in ids))
     root = tmp_path / "videos"
     assert not check_manifest(path, root).ok  # nothing found: a wrong video root
-    write(root / "val" / "aaa_000000_000010.webm", "")
-    report = check_manifest(path, root)
+    write(root / "val" / "v0_000000_000010.webm", "")
+    assert not check_manifest(path, root).ok  # 9 of 10 missing (over 15 %): still a wrong root
+    for v in ids[1:9]:
+        write(root / "val" / f"{v}_000000_000010.mp4", "")
+    report = check_manifest(path, root)  # 1 of 10 missing: what a Kinetics download lacks
     assert report.ok and len(report.missing) == 1 and "result: OK" in report.summary()
     bad = check_manifest(write(tmp_path / "bad.csv", "label,youtube_id,time_start,split\n"), root, format="kinetics")
     assert bad.unreadable_rows == [(1, "header lacks column(s) time_end (found label, youtube_id, time_start, split)")]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_manifests.check import MAX_MISSING_FRACTION
 from pipeline.config import dump_config
 from pipeline.errors import PipelineError
 from pipeline.stages.common import check_manifest_format, load_table, pick_device, progress, require
@@ -49,7 +50,7 @@ class ExtractConfig:
     device: str = "auto"  # auto | cpu | cuda
     ray_address: str | None = None  # None: start a local Ray instance
     max_failed_fraction: float = 0.05  # undecodable videos tolerated before the run fails
-    max_missing_fraction: float = 0.15  # absent videos tolerated (Kinetics downloads lack 2-13 %)
+    max_missing_fraction: float = MAX_MISSING_FRACTION  # absent videos tolerated (Kinetics downloads lack 2-13 %)
 
     def validate(self) -> None:
         require(self, "manifest", "video_root", "out")
