@@ -3,8 +3,16 @@
 The paper uses Shan et al.'s "100 Days of Hands" detector (hands, their contact
 state, in-contact objects). detectron2 cannot be installed here, so detection
 runs on torchvision's ``FasterRCNN``; for the demo world it gets a small custom
-backbone (4 convs, 16-64 channels, one feature level, 5x5 RoIAlign, 256-wide box
-head -- DESIGN.md section 9: ~0.15 s per training step at batch 8, 128 px, on 2 cores).
+backbone and one feature level, 5x5 RoIAlign and a 256-wide box head.
+
+``fasterrcnn_tiny_fpn`` (the default) reads one stride-4 map: at the 128 px input a
+third-person hand is about 6 x 9 px, under one cell of a stride-8 map, and the first
+demo detector (``fasterrcnn_tiny``, stride 8, still loadable) found few of them (hand
+AP50 0.19 on the demo's held-out third-person frames; this one 0.77, README "Measured").
+The map comes through an FPN top-down path from stride 64 plus the frame's mean feature,
+so every cell also sees the whole scene: a head in a third-person frame is a
+skin-coloured blob the size of a hand in a head-mounted frame, and without that context
+the detector boxed heads as hands.
 
 ``HandObjectDetector`` wraps that detector and adds the contact head. As in
 100DOH, contact is classified from box-head features of the hand box enlarged
@@ -53,22 +61,112 @@ log = logging.getLogger(__name__)
 CLASSES = ("hand", "object")  # kind 0, 1; detector label = kind + 1 (0 is background)
 CONTACT_STATES = ("no_contact", "self", "other_person", "portable_object", "stationary_object")
 MAX_BOXES = 8
-DEFAULT_ARCH = "fasterrcnn_tiny"
+DEFAULT_ARCH = "fasterrcnn_tiny_fpn"
 # mean/std here mirror the detector transform's image_mean/image_std, which does the normalising.
 DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=128)
 HAND, OBJECT = 1, 2
 
 
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
 def tiny_backbone(widths: Sequence[int] = (16, 32, 64, 64), strides: Sequence[int] = (2, 2, 2, 1)) -> nn.Sequential:
     """conv-BN-ReLU x len(widths); one feature map (stride prod(strides)) with ``out_channels`` as FasterRCNN wants."""
-    layers: list[nn.Module] = []
-    c = 3
-    for w, s in zip(widths, strides):
-        layers += [nn.Conv2d(c, w, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-        c = w
+    # one flat Sequential (parameter names 0.weight, 1.weight, ...), as the weights files of this arch have it
+    layers = [m for c, w, s in zip((3, *widths[:-1]), widths, strides) for m in _conv_bn_relu(c, w, s)]
     backbone = nn.Sequential(*layers)
-    backbone.out_channels = c
+    backbone.out_channels = widths[-1]
     return backbone
+
+
+class TinyFPNBackbone(nn.Module):
+    """conv-BN-ReLU stages, each halving the size; an FPN top-down path from the last stage down to
+    stage ``first_level`` (lateral 1x1 convs, nearest upsampling, a 3x3 conv), plus the map's mean
+    through a 1x1 conv added to every cell. Returns that one map (stride ``2 ** (first_level + 1)``).
+
+    torchvision's FeaturePyramidNetwork computes (and parameterises) an output per level; only the
+    finest is used here, so the same top-down path is written out for it alone.
+    """
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 64, 64, 64), out_channels: int = 64, first_level: int = 1):
+        super().__init__()
+        self.stages = nn.ModuleList(_conv_bn_relu(c, w) for c, w in zip((3, *widths[:-1]), widths))
+        self.lateral = nn.ModuleList(nn.Conv2d(w, out_channels, 1) for w in widths[first_level:])
+        self.smooth = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.scene = nn.Conv2d(out_channels, out_channels, 1)
+        self.first_level = first_level
+        self.out_channels = out_channels
+        for m in [*self.lateral, self.smooth, self.scene]:  # FeaturePyramidNetwork's init
+            nn.init.kaiming_uniform_(m.weight, a=1)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        levels = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i >= self.first_level:
+                levels.append(x)
+        top = self.lateral[-1](levels[-1])
+        for level, lateral in zip(levels[-2::-1], self.lateral[-2::-1]):
+            top = lateral(level) + nn.functional.interpolate(top, size=level.shape[-2:], mode="nearest")
+        out = self.smooth(top)
+        return out + self.scene(out.mean((2, 3), keepdim=True))
+
+
+def roi_align_matmul(
+    features: Tensor, boxes: list[Tensor], output_size: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """``torchvision.ops.roi_align(features, boxes, output_size, spatial_scale, sampling_ratio)`` (aligned=False,
+    ``sampling_ratio`` > 0) as one sparse [K*S*S, B*H*W] matrix of bilinear weights times the features.
+
+    Written by hand for speed: torchvision's CPU backward recomputes every bilinear weight for every
+    channel and took a fifth of a detector training step (19 ms of ~185 at batch 8 on 2 cores); the
+    product's backward is the transposed product (~6 ms). Same numbers, forward and backward.
+    """
+    b, c, h, w = features.shape
+    s, sr = output_size, sampling_ratio
+    dtype, device = features.dtype, features.device
+    rois = torch.cat(boxes).to(dtype) * spatial_scale
+    k = len(rois)
+    image = torch.repeat_interleave(torch.arange(b, device=device), torch.tensor([len(x) for x in boxes], device=device))
+    steps = (torch.arange(s * sr, dtype=dtype, device=device) + 0.5) / sr  # sample positions, in bins
+
+    def corners(start: Tensor, end: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Per sample along one axis: the two neighbouring pixel indices and their weights [K, S*sr, 2],
+        with roi_align's rules (ROIs at least 1 px, samples beyond -1 or n dropped, clamped to the edge)."""
+        v = start[:, None] + ((end - start).clamp(min=1) / s)[:, None] * steps
+        inside = ((v >= -1) & (v <= n)).to(dtype)
+        v = v.clamp(min=0)
+        low = v.floor().clamp(max=n - 1)
+        frac = torch.where(low >= n - 1, 0.0, v - low)
+        low = low.long()
+        return torch.stack([low, (low + 1).clamp(max=n - 1)], -1), torch.stack([1 - frac, frac], -1) * inside[..., None]
+
+    (xi, xw), (yi, yw) = corners(rois[:, 0], rois[:, 2], w), corners(rois[:, 1], rois[:, 3], h)
+    col = image[:, None, None, None, None] * (h * w) + yi[:, :, None, :, None] * w + xi[:, None, :, None, :]
+    weight = yw[:, :, None, :, None] * xw[:, None, :, None, :] / (sr * sr)  # [K, S*sr, S*sr, 2, 2]
+    cell = torch.arange(s, device=device).repeat_interleave(sr)
+    row = torch.arange(k, device=device)[:, None, None] * (s * s) + cell[:, None] * s + cell[None, :]
+    # duplicate (row, col) pairs are summed by the product, so the matrix needs no coalescing
+    matrix = torch.sparse_coo_tensor(
+        torch.stack([row[..., None, None].expand_as(col).reshape(-1), col.reshape(-1)]), weight.reshape(-1),
+        (k * s * s, b * h * w), check_invariants=False,
+    )
+    pooled = torch.sparse.mm(matrix, features.permute(0, 2, 3, 1).reshape(b * h * w, c))
+    return pooled.reshape(k, s, s, c).permute(0, 3, 1, 2)
+
+
+class MatmulRoIAlign(MultiScaleRoIAlign):
+    """MultiScaleRoIAlign over one feature map through :func:`roi_align_matmul` (same numbers, faster on CPU)."""
+
+    def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
+        if len(self.featmap_names) != 1 or self.sampling_ratio <= 0:
+            return super().forward(x, boxes, image_shapes)
+        features = x[self.featmap_names[0]]
+        # the scale MultiScaleRoIAlign infers: feature size over the largest image, a power of 2
+        scale = 2.0 ** round(math.log2(features.shape[-2] / max(h for h, _ in image_shapes)))
+        return roi_align_matmul(features, boxes, self.output_size[0], scale, self.sampling_ratio)
 
 
 class ContactHead(nn.Sequential):
@@ -147,11 +245,17 @@ class HandObjectDetector(nn.Module):
         return torch.cat([jittered[:, :2], torch.maximum(jittered[:, 2:], jittered[:, :2] + 1)], 1)
 
 
+# name -> (backbone builder, RoIAlign sampling ratio); see the module docstring.
+ARCHS = {
+    "fasterrcnn_tiny": (tiny_backbone, 2),
+    "fasterrcnn_tiny_fpn": (TinyFPNBackbone, 1),
+}
+
+
 def build(
     arch: str = DEFAULT_ARCH,
     *,
-    widths: Sequence[int] = (16, 32, 64, 64),
-    strides: Sequence[int] = (2, 2, 2, 1),
+    backbone: dict[str, Any] | None = None,
     anchor_sizes: Sequence[int] = (8, 16, 32, 64),
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     roi_size: int = 5,
@@ -165,27 +269,30 @@ def build(
     rpn_batch_size_per_image: int = 128,
     detections_per_img: int = 2 * MAX_BOXES,
 ) -> HandObjectDetector:
-    """The small hand-object detector (see module docstring); every part is torchvision's except the backbone
-    and the contact head."""
-    if arch != DEFAULT_ARCH:
-        raise ValueError(f"unknown hand-object architecture {arch!r}; known: {DEFAULT_ARCH!r}")
-    backbone = tiny_backbone(widths, strides)
+    """The small hand-object detector (see module docstring); every part is torchvision's except the backbone,
+    the contact head and RoIAlign's CPU arithmetic. ``backbone`` holds keyword arguments of the arch's backbone."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown hand-object architecture {arch!r}; known: {sorted(ARCHS)}")
+    make_backbone, sampling_ratio = ARCHS[arch]
+    features = make_backbone(**(backbone or {}))
     detector = FasterRCNN(
-        backbone,
+        features,
         num_classes=None,  # given by box_predictor: background, hand, object
         min_size=image_size,
         max_size=image_size,
         image_mean=list(image_mean),
         image_std=list(image_std),
         rpn_anchor_generator=AnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),)),
-        # few proposals: small images hold a handful of boxes, and the box head's cost scales with them
-        rpn_pre_nms_top_n_train=600,
-        rpn_post_nms_top_n_train=300,
+        # Few proposals: small images hold a handful of boxes, and RoIAlign and the box head cost per
+        # proposal. In training, 64 after NMS leaves the box head's negatives among the RPN's best guesses
+        # (heads, forearms) rather than empty background.
+        rpn_pre_nms_top_n_train=300,
+        rpn_post_nms_top_n_train=64,
         rpn_pre_nms_top_n_test=300,
         rpn_post_nms_top_n_test=100,
         rpn_batch_size_per_image=rpn_batch_size_per_image,
-        box_roi_pool=MultiScaleRoIAlign(["0"], roi_size, sampling_ratio=2),
-        box_head=TwoMLPHead(backbone.out_channels * roi_size**2, representation_size),
+        box_roi_pool=MatmulRoIAlign(["0"], roi_size, sampling_ratio=sampling_ratio),
+        box_head=TwoMLPHead(features.out_channels * roi_size**2, representation_size),
         box_predictor=FastRCNNPredictor(representation_size, 1 + len(CLASSES)),
         box_batch_size_per_image=box_batch_size_per_image,
         box_detections_per_img=detections_per_img,

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_align
 
 import teachers
 from teachers import base, ego, handobj, objects
@@ -202,6 +203,89 @@ def test_pack_boxes_keeps_the_top_k_and_pads_with_zeros():
     np.testing.assert_allclose(rows[0, 1], [0.3, 0.3, 0.5, 0.6, 0.4, 1, 0])
     assert np.all(rows[0, 2:] == 0)
     assert np.all(rows[1, :, 4] > 0)  # 12 detections -> 8 rows, none padding
+
+
+@pytest.mark.parametrize("sampling_ratio", [1, 2])
+def test_roi_align_matmul_gives_torchvision_roi_align_numbers_and_gradients(sampling_ratio):
+    torch.manual_seed(0)
+    features = torch.randn(3, 4, 16, 16, requires_grad=True)
+    boxes = [
+        torch.tensor([[0.0, 0.0, 64.0, 64.0], [60.0, 2.0, 64.0, 9.0], [5.2, 7.7, 9.1, 15.3], [0.0, 50.0, 1.5, 64.0]]),
+        torch.zeros((0, 4)),  # an image without boxes
+        torch.tensor([
+            [30.0, 30.0, 30.5, 30.5],  # under a pixel: widened to one
+            [10.0, 12.0, 40.0, 20.0],
+            [56.0, 40.0, 75.0, 70.0],  # past the right and bottom edges
+            [-9.0, -6.0, 6.0, 10.0],  # past the top-left corner: samples beyond -1 px count as zero
+        ]),
+    ]
+    want = roi_align(features, boxes, 5, 0.25, sampling_ratio)
+    got = handobj.roi_align_matmul(features, boxes, 5, 0.25, sampling_ratio)
+    torch.testing.assert_close(got, want)
+    weights = torch.randn_like(want)
+    (grad_want,) = torch.autograd.grad((want * weights).sum(), features)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), features)
+    torch.testing.assert_close(grad_got, grad_want)
+
+
+def test_detector_pools_rois_through_the_matmul_roi_align():
+    model = handobj.build().eval()
+    pool = model.detector.roi_heads.box_roi_pool
+    assert isinstance(pool, handobj.MatmulRoIAlign)
+    features = {"0": torch.randn(2, 64, 32, 32)}
+    boxes = [torch.tensor([[4.0, 6.0, 12.0, 20.0]]), torch.tensor([[0.0, 0.0, 128.0, 128.0], [90.0, 60.0, 97.0, 69.0]])]
+    want = MultiScaleRoIAlign(["0"], 5, pool.sampling_ratio)(features, boxes, [(128, 128)] * 2)
+    torch.testing.assert_close(pool(features, boxes, [(128, 128)] * 2), want)
+
+
+def test_tiny_fpn_backbone_is_torchvisions_fpn_finest_level_plus_the_scene_term():
+    torch.manual_seed(0)
+    net = handobj.TinyFPNBackbone(widths=(8, 16, 16, 32), out_channels=16, first_level=1).eval()
+    fpn = FeaturePyramidNetwork([16, 16, 32], 16).eval()
+    for inner, lateral in zip(fpn.inner_blocks, net.lateral):
+        inner[0].load_state_dict(lateral.state_dict())
+    fpn.layer_blocks[0][0].load_state_dict(net.smooth.state_dict())
+    x = torch.randn(2, 3, 64, 48)  # 48 -> 24 -> 12 -> 6 -> 3: upsampling must hit odd sizes exactly
+    levels, y = {}, x
+    for i, stage in enumerate(net.stages):
+        y = stage(y)
+        if i >= net.first_level:
+            levels[str(i)] = y
+    finest = fpn(levels)["1"]
+    with torch.no_grad():
+        got = net(x)
+        want = finest + net.scene(finest.mean((2, 3), keepdim=True))
+    assert got.shape == (2, 16, 64 // 4, 48 // 4)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("arch", sorted(handobj.ARCHS))
+def test_every_handobj_arch_builds_one_feature_map(arch):
+    model = handobj.build(arch).eval()
+    stride = {"fasterrcnn_tiny": 8, "fasterrcnn_tiny_fpn": 4}[arch]
+    assert model.detector.backbone(torch.zeros(1, 3, 128, 128)).shape == (1, 64, 128 // stride, 128 // stride)
+    with pytest.raises(ValueError, match="unknown hand-object architecture"):
+        handobj.build("fasterrcnn_huge")
+
+
+@pytest.mark.parametrize(
+    "arch, arch_kwargs",
+    [
+        ("fasterrcnn_tiny", {}),  # the first demo detector: its weights files must still load
+        ("fasterrcnn_tiny_fpn", {"backbone": {"widths": [8, 16, 16, 32], "out_channels": 32, "first_level": 0}}),
+    ],
+)
+def test_handobj_weights_files_rebuild_their_arch_and_backbone(arch, arch_kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = handobj.build(arch, **arch_kwargs).eval()
+    path = save_teacher(tmp_path / "handobj.pt", model, "handobj", arch, arch_kwargs, handobj.make_meta())
+    teacher = load_teacher(path)
+    assert teacher.meta["arch"] == arch and teacher.meta["arch_kwargs"] == arch_kwargs
+    torch.testing.assert_close(teacher.model.state_dict(), model.state_dict())
+    frames, times = _frames(1, 3, 96, 96, seed=3), _times(1, 3, [3])
+    want = handobj.HandObjectTeacher(model, handobj.make_meta()).predict(frames, times)["handobj/boxes"]
+    assert (want[..., 4] > 0).any()  # an untrained detector still emits (low-score) boxes to compare
+    np.testing.assert_array_equal(teacher.predict(frames, times)["handobj/boxes"], want)
 
 
 # ---------------------------------------------------------------- weights files

@@ -98,7 +98,7 @@ def _as_detectron2(detector_state: dict[str, torch.Tensor]) -> dict[str, np.ndar
     inverse = np.argsort(perm)  # d2 anchor i sits in tv row inverse[i]
     s = {k: v.numpy().copy() for k, v in detector_state.items()}
     out = {
-        "backbone.bottom_up.stem.conv1.weight": s["backbone.0.weight"],
+        "backbone.bottom_up.stem.conv1.weight": next(v for k, v in s.items() if k.startswith("backbone.")),
         "backbone.bottom_up.res2.0.conv1.norm.running_mean": np.zeros(16, np.float32),
         "proposal_generator.rpn_head.conv.weight": s["rpn.head.conv.0.0.weight"],
         "proposal_generator.rpn_head.conv.bias": s["rpn.head.conv.0.0.bias"],
