@@ -42,7 +42,10 @@ ACTION_IDS = tuple(f"c{i:03d}" for i in range(len(ACTIVITIES)))
 OBJECT_CATEGORIES = ("cup", "bottle", "box", "ball", "book", "phone")
 CONTACT_NONE, CONTACT_PORTABLE = 0, 3  # 100DOH contact-state codes
 KINETICS_SECONDS, CHARADES_SECONDS = 2.0, 4.0
-KINETICS_PER_CLASS = {"train": 20, "val": 4}  # at scale 1.0
+KINETICS_PER_CLASS = {"train": 60, "val": 10}  # at scale 1.0
+# Kinetics clips are framed on the person acting, Charades-Ego's third-person camera is a wide
+# shot of the room: the Kinetics-like exo camera zooms this much on the actor (close-ups more).
+KINETICS_FRAMING_ZOOM = (1.4, 1.8)
 CHARADES_PAIRS = {"train": 64, "test": 32}
 CLOSEUP_FRACTION = 0.2
 CRF = 20
@@ -646,6 +649,14 @@ def _camera_shake(rng: np.random.Generator, ego: bool, closeup: bool) -> dict[st
     return {k: sinusoids(1.0 if closeup else 0.4, 1) for k in ("x", "y")}
 
 
+def _framing_center(view: _View, poses: list, zoom: float) -> np.ndarray:
+    """Where a camera framed on the person looks: their chest (18 units above the table) at its
+    mean position over the clip, kept inside the scene."""
+    half = np.array([WIDTH, HEIGHT]) / (2 * zoom)
+    center = np.mean([view.place(p.body_dx, 18.0, p.body_dx) for p in poses], axis=0)
+    return np.clip(center, half, np.array([WIDTH, HEIGHT]) - half)
+
+
 def _closeup_center(view: _View, sc: _Script, poses: list, zoom: float) -> np.ndarray:
     """Where a close-up looks: the mean of the active hands and the main object over the clip, kept inside the scene."""
     active = [g.side for g in sc.segments]
@@ -670,6 +681,9 @@ def render_clip(spec: VideoSpec) -> tuple[np.ndarray, dict]:
     if spec.closeup:
         zoom = rng.uniform(2.2, 2.8)
         center = _closeup_center(view, sc, poses, zoom)
+    elif spec.domain == 0 and not spec.ego:
+        zoom = rng.uniform(*KINETICS_FRAMING_ZOOM)
+        center = _framing_center(view, poses, zoom)
 
     def osc(k: str, t: float) -> float:
         return sum(a * math.sin(2 * math.pi * f * t + ph) for a, f, ph in shake.get(k, []))

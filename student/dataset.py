@@ -179,7 +179,12 @@ class ClipDataset(torch.utils.data.Dataset):
         self.std = np.asarray(std, dtype=np.float32) * 255
         self.seed = seed
         self._store = None  # opened lazily, once per worker process
+        self._read_row = None
         self._ego_window = None
+
+    def __getstate__(self) -> dict:
+        # Each worker process opens the store itself (a zarr handle is not meant to be shared).
+        return {**self.__dict__, "_store": None, "_read_row": None}
 
     @property
     def views(self) -> int:
@@ -267,6 +272,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
         if self._store is None:
             self._store = open_store(self.store_path)
+            self._read_row = self._store.row_reader()
             ego = self._store.attrs.get("teachers", {}).get("ego")
             self._ego_window = int(ego["spec"]["num_frames"]) if ego else None
         return self._store
@@ -274,7 +280,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def _targets(self, row: int, times: np.ndarray, valid: np.ndarray, crop_box, flip: bool) -> dict:
         from student.targets import interaction_map_targets, soft_logits_for_window
 
-        sig = self._open_store().read_row(row)
+        self._open_store()
+        sig = self._read_row(row)
         ft = sig["frame_time"]
         # The window ends one frame step after its last frame that lies inside the video:
         # frames past the end repeat the last one and must not pull in teacher rows.

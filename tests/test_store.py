@@ -76,3 +76,20 @@ def test_open_refuses_non_store(tmp_path):
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
     with pytest.raises(StoreError, match="schema"):
         open_store(tmp_path / "other.zarr")
+
+
+@pytest.mark.parametrize("max_bytes", [2**20, 0])  # whole arrays in memory / row by row
+def test_row_reader_gives_read_row(tmp_path, max_bytes):
+    s = make(tmp_path)
+    rng = np.random.default_rng(0)
+    arrays = {k: rng.normal(size=v.shape).astype(v.dtype) for k, v in shard_arrays(4, 0.0).items()}
+    s.write_shard(0, 4, arrays, np.array([OK, FAILED, OK, OK]), ["", "bad", "", ""])
+    reader = open_store(tmp_path / "s.zarr").row_reader(max_bytes)
+    for i in range(10):
+        want, got = s.read_row(i), reader(i)
+        assert sorted(got) == sorted(want) == ["ego/logits", "frame_time", "object/logits", "status"]
+        assert got["status"] == want["status"] == (OK if i in (0, 2, 3) else FAILED if i == 1 else PENDING)
+        for k in ("ego/logits", "frame_time", "object/logits"):
+            assert got[k].dtype == np.float32
+            np.testing.assert_array_equal(got[k], want[k])
+    np.testing.assert_array_equal(reader(2)["object/logits"], arrays["object/logits"][2].astype(np.float32))

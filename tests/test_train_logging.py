@@ -63,3 +63,20 @@ def test_a_resume_replaces_the_events_after_its_checkpoint(tmp_path):
     history = tiny_fit(tmp_path, epochs=2)
     assert [s for s, _ in scalars(tmp_path, "step/loss")] == list(range(6))  # once each, not twice
     assert [v for _, v in scalars(tmp_path, "epoch/loss")] == pytest.approx([h["loss"] for h in history], rel=1e-6)
+
+
+def test_channels_last_trains_the_same_weights(tmp_path):
+    """``optim.channels_last`` changes the memory layout only: same losses and weights, to float error."""
+    runs = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        model = EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                              interaction_maps=False)
+        cfg = OptimConfig(epochs=2, batch_size=2, num_workers=0, lr=0.05, channels_last=cl)
+        history = fit(model, TinyClips(), cfg, LossWeights(), tmp_path / str(cl), multilabel=False, log=lambda *_: None)
+        runs[cl] = (history, model.state_dict())
+    assert [h["loss"] for h in runs[True][0]] == pytest.approx([h["loss"] for h in runs[False][0]], rel=1e-4)
+    for k, v in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][k], v, rtol=1e-4, atol=1e-5)
+    convs = [v for k, v in runs[True][1].items() if v.dim() == 5]
+    assert convs and all(v.is_contiguous(memory_format=torch.channels_last_3d) for v in convs)
