@@ -166,6 +166,7 @@ class ClipDataset(torch.utils.data.Dataset):
         mean: tuple[float, ...] = KINETICS_MEAN,
         std: tuple[float, ...] = KINETICS_STD,
         seed: int = 0,
+        frame_cache: str | None = None,  # an HDF5 frame cache (pipeline data cache-frames); clips it lacks are decoded
     ):
         self.clips = clips
         self.num_classes = num_classes
@@ -180,6 +181,11 @@ class ClipDataset(torch.utils.data.Dataset):
         self.seed = seed
         self._store = None  # opened lazily, once per worker process
         self._read_row = None
+        self.frame_cache = None
+        if frame_cache is not None:
+            from pipeline.io.frame_cache import FrameCache
+
+            self.frame_cache = FrameCache(frame_cache)
         self._ego_window = None
 
     def __getstate__(self) -> dict:
@@ -228,7 +234,9 @@ class ClipDataset(torch.utils.data.Dataset):
             crop = s.crop
         else:
             short_side = crop = s.test_short_side
-        got = read_frames(clip.path, times, short_side=short_side, frame_rate=clip.frame_rate)
+        got = self.frame_cache.read(clip.path, clip.start, clip.end, times, short_side) if self.frame_cache else None
+        if got is None:
+            got = read_frames(clip.path, times, short_side=short_side, frame_rate=clip.frame_rate)
         h, w = got.frames.shape[1:3]
         crop = min(crop, h, w)
         if rng is not None:  # PySlowFast random_crop: randint(0, size - crop), 0 when they are equal

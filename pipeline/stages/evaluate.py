@@ -32,6 +32,7 @@ class EvaluateConfig:
     target_fps: float | None = None
     frame_spacing: Literal["linspace", "stride"] | None = None
     ensemble: Literal["auto", "max", "mean", "sum"] = "auto"  # auto: max for multi-label (Charades-Ego), else sum
+    frame_cache: str | None = None  # an HDF5 frame cache (pipeline data cache-frames); clips it lacks are decoded
     batch_size: int = 16
     num_workers: int = 1
     device: str = "auto"
@@ -92,7 +93,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     overrides = {"test_short_side": cfg.short_side, "target_fps": cfg.target_fps, "spacing": cfg.frame_spacing}
     sampling = dataclasses.replace(sampling, **{k: v for k, v in overrides.items() if v is not None})
     dataset = ClipDataset(clips, len(table.classes), sampling, multilabel=table.multilabel, train=False,
-                          temporal_views=cfg.temporal_views, spatial_crops=cfg.spatial_crops)
+                          temporal_views=cfg.temporal_views, spatial_crops=cfg.spatial_crops, frame_cache=cfg.frame_cache)
     ensemble = cfg.ensemble if cfg.ensemble != "auto" else ("max" if table.multilabel else "sum")
     device = pick_device(cfg.device)
     # PySlowFast pools the test grid in windows of the training crop's grid (224 / 32 = 7).

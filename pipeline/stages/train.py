@@ -44,6 +44,9 @@ class DataConfig:
     # stride (its frame-list loaders, Charades-Ego and EPIC); None: linspace.
     frame_spacing: Literal["linspace", "stride"] | None = None
     split: str | None = "train"  # manifest rows used for training (None: all)
+    # An HDF5 frame cache (``pipeline data cache-frames``): frames are read from it instead of
+    # decoded; clips it does not hold are decoded as without it.
+    frame_cache: str | None = None
     view: Literal["all", "ego", "exo"] = "all"  # Charades-Ego: first-person, third-person or both
 
     def validate(self) -> None:
@@ -182,6 +185,7 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
     dataset = ClipDataset(
         clips, len(table.classes), sampling, multilabel=table.multilabel, train=True,
         store_path=cfg.signals if distil else None, map_grid=map_grid(model, sampling), seed=cfg.optim.seed,
+        frame_cache=cfg.data.frame_cache,
     )
     device = pick_device(cfg.device)
     from pipeline.config import to_dict
