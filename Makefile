@@ -22,6 +22,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py
+	$(BIN)/python benchmarks/bench_frame_cache.py
 
 clean:
 	rm -rf demo-run .pytest_cache
