@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .formats import FORMATS, check_manifest_file, detect_format, resolve_video, scan_manifest
+from .formats import FORMATS, check_manifest_file, detect_format, resolve_videos, scan_manifest
 from .table import Clip, ManifestError
 
 EXAMPLES = 10
@@ -152,8 +152,7 @@ def check_manifest(
     if video_root is not None:
         root = Path(video_root)
         probed: dict[Path, str | None] = {}
-        for line_no, clip in zip(lines, table):
-            found = resolve_video(table, clip, root)
+        for line_no, clip, found in zip(lines, table, resolve_videos(table, list(table), root)):
             if found is None:
                 report.missing.append((line_no, clip.clip_id, _expected_path(clip, root)))
             elif probe_videos and found not in probed:  # EPIC: many clips share one video; open it once

@@ -115,12 +115,24 @@ def scan_manifest(path: Path, fmt: str, video_root: str | Path | None = None, cl
     raise ManifestError(f"unknown manifest format '{fmt}' (known: {', '.join(FORMATS)})")
 
 
+def resolve_videos(table: ClipTable, clips, video_root: str | Path) -> list[Path | None]:
+    """:func:`resolve_video` for many clips; Kinetics lists the video root's folders once
+    instead of looking for each clip's file."""
+    if table.format == "kinetics":
+        from data_manifests.kinetics import KineticsIndex
+
+        index = KineticsIndex(video_root)
+        return [index.find(c) for c in clips]
+    return [resolve_video(table, c, video_root) for c in clips]
+
+
 def resolve_video(table: ClipTable, clip: Clip, video_root: str | Path) -> Path | None:
     """The clip's video on disk, or None when it is missing.
 
     Usually a file; for EPIC-100 the ``.MP4`` if present, else the video's extracted
-    ``rgb_frames`` folder (read it at ``clip_frame_rate``). Kinetics tries the usual
-    download layouts (flat, ``<split>/``, ``<split>/<label>/``; mp4, webm, mkv).
+    ``rgb_frames`` folder (read it at ``clip_frame_rate``). Kinetics finds the clip's file
+    by its stem anywhere in the usual download layouts, any video extension
+    (:class:`~data_manifests.kinetics.KineticsIndex`; use :func:`resolve_videos` for many clips).
     """
     root = Path(video_root)
     if table.format == "kinetics":

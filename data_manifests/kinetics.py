@@ -9,12 +9,15 @@ written (Kinetics-400 says ``val``, Kinetics-700 ``validate``).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .table import Clip, ClipTable, Scan, file_sha256, parse_rows, raise_first, scan_csv_rows
 
 REQUIRED = ("youtube_id", "time_start", "time_end", "split")
-VIDEO_EXTENSIONS = ("mp4", "webm", "mkv")
+# Any container the reader decodes (matched without regard to case).
+VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "flv", "mpg", "mpeg", "3gp", "ogv", "wmv", "ts")
+INDEX_DEPTH = 4  # folders below the video root that are listed: <root>/<a>/<b>/<c>/<file>
 
 
 def kinetics_clip_id(youtube_id: str, time_start: int, time_end: int) -> str:
@@ -85,23 +88,62 @@ def read_kinetics_csv(path: str | Path, classes: list[str] | None = None) -> Cli
     return raise_first(path, scan_kinetics_csv(path, classes))
 
 
-def resolve_kinetics_path(video_root: str | Path, clip: Clip) -> Path | None:
-    """Find a Kinetics clip's file under ``video_root``, or None if it is not there.
+class KineticsIndex:
+    """The video files under a Kinetics root by file stem, each folder listed once.
 
-    Tries the layouts people download into: flat ``<root>/<id>.<ext>``,
-    ``<root>/<split>/<id>.<ext>`` and ``<root>/<split>/<label>/<id>.<ext>`` (label
-    as written and with spaces as underscores), for ext in mp4, webm, mkv.
+    Finds a clip wherever its ``<youtube_id>_<start>_<end>.<ext>`` file lies within
+    ``INDEX_DEPTH`` folders of the root, with any video extension: the flat download,
+    ``<split>/``, ``<split>/<label>/``, the ActivityNet crawler's ``<label>/``, mmaction2's
+    ``videos_val/<label_with_underscores>/``, and Kinetics-700's ``validate`` rows against
+    CVDF's ``val/`` folder. A stem found in several folders resolves to the one under a
+    folder named after the clip's split (then its label), else the first in path order.
     """
-    root = Path(video_root)
-    dirs = [root, root / clip.split]
-    label = clip.extras.get("label_name")
-    if label:
-        dirs.append(root / clip.split / label)
-        if " " in label:
-            dirs.append(root / clip.split / label.replace(" ", "_"))
-    for d in dirs:
-        for ext in VIDEO_EXTENSIONS:
-            candidate = d / f"{clip.clip_id}.{ext}"
-            if candidate.is_file():
-                return candidate
-    return None
+
+    def __init__(self, video_root: str | Path):
+        self.root = Path(video_root)
+        self.by_stem: dict[str, list[Path]] = {}
+        self.folders_listed = 0
+        extensions = set(VIDEO_EXTENSIONS)
+        stack = [(str(self.root), 0)]
+        while stack:
+            folder, depth = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:  # missing or unreadable folder: nothing in it is found
+                continue
+            self.folders_listed += 1
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    if depth < INDEX_DEPTH:
+                        stack.append((e.path, depth + 1))
+                    continue
+                stem, dot, ext = e.name.rpartition(".")
+                if dot and ext.lower() in extensions:
+                    self.by_stem.setdefault(stem, []).append(Path(e.path))
+        for paths in self.by_stem.values():
+            paths.sort()
+
+    def find(self, clip: Clip) -> Path | None:
+        paths = self.by_stem.get(clip.clip_id)
+        if not paths:
+            return None
+        if len(paths) == 1:
+            return paths[0]
+        label = clip.extras.get("label_name") or ""
+        labels = {label, label.replace(" ", "_")} - {""}
+
+        def score(p: Path) -> int:  # the split's folder first, then the label's
+            folders = set(p.relative_to(self.root).parts[:-1])
+            return 2 * (clip.split in folders) + bool(labels & folders)
+
+        return max(paths, key=score)  # max keeps the first of equal scores
+
+
+def resolve_kinetics_path(video_root: str | Path, clip: Clip) -> Path | None:
+    """Find one Kinetics clip's file under ``video_root`` (see :class:`KineticsIndex`), or None.
+
+    This lists the whole tree; to resolve many clips build one ``KineticsIndex`` (as
+    ``data_manifests.formats.resolve_videos`` does)."""
+    return KineticsIndex(video_root).find(clip)

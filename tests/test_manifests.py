@@ -1,4 +1,6 @@
 """Kinetics and Charades-Ego manifest parsers, on fixture CSVs with the real headers."""
+from pathlib import Path
+
 import pytest
 
 from data_manifests.charades_ego import read_charades_classes, read_charades_ego_csv
@@ -109,6 +111,67 @@ def test_resolve_kinetics_path_layouts(tmp_path):
     assert resolve_kinetics_path(root, third) is None
     (root / "val" / f"{third.clip_id}.mkv").touch()
     assert resolve_kinetics_path(root, third) == root / "val" / f"{third.clip_id}.mkv"
+
+
+@pytest.mark.parametrize("layout", [
+    "{id}.avi",  # any video extension, not only mp4/webm/mkv
+    "{id}.MP4",  # in any case
+    "air drumming/{id}.mp4",  # the ActivityNet crawler: <root>/<label>/<file>
+    "videos_val/air_drumming/{id}.mp4",  # mmaction2: videos_val/<label_with_underscores>/<file>
+    "validate/{id}.mkv",
+])
+def test_kinetics_index_finds_clips_by_stem_in_common_layouts(tmp_path, layout):
+    first, second, _ = read_kinetics_csv(write(tmp_path, "val.csv", KINETICS_VAL))
+    root = tmp_path / "videos"
+    want = root / layout.format(id=second.clip_id)
+    want.parent.mkdir(parents=True)
+    want.touch()
+    (root / f"{second.clip_id}.txt").touch()  # not a video
+    assert resolve_kinetics_path(root, second) == want
+    assert resolve_kinetics_path(root, first) is None
+
+
+def test_kinetics_700_validate_rows_find_the_cvdf_val_folder(tmp_path):
+    rows = "label,youtube_id,time_start,time_end,split\nabseiling,-3B32lodo2M,59,69,validate\n"
+    (clip,) = read_kinetics_csv(write(tmp_path, "validate.csv", rows))
+    want = tmp_path / "k700" / "val" / "abseiling" / f"{clip.clip_id}.mp4"
+    want.parent.mkdir(parents=True)
+    want.touch()
+    assert resolve_kinetics_path(tmp_path / "k700", clip) == want
+
+
+def test_a_stem_in_several_folders_resolves_to_its_split_and_label(tmp_path):
+    _, second, _ = read_kinetics_csv(write(tmp_path, "val.csv", KINETICS_VAL))
+    root = tmp_path / "videos"
+    for folder in ("a_train_copy", "val/air_drumming", "train/air_drumming"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / f"{second.clip_id}.mp4").touch()
+    assert resolve_kinetics_path(root, second) == root / "val" / "air_drumming" / f"{second.clip_id}.mp4"
+
+
+def test_resolving_many_clips_lists_each_folder_once(tmp_path, monkeypatch):
+    import os
+
+    from data_manifests.formats import resolve_videos
+
+    labels = [f"class {i}" for i in range(6)]
+    lines = ["label,youtube_id,time_start,time_end,split"]
+    root = tmp_path / "videos"
+    for i in range(60):
+        label = labels[i % 6]
+        lines.append(f"{label},vid{i:08d}ab,{i},{i + 10},train")
+        if i % 10:  # every tenth clip is missing
+            (root / "train" / label).mkdir(parents=True, exist_ok=True)
+            (root / "train" / label / f"vid{i:08d}ab_{i:06d}_{i + 10:06d}.mp4").touch()
+    table = read_kinetics_csv(write(tmp_path, "train.csv", "\n".join(lines) + "\n"))
+    listed, stats = [], []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: listed.append(p) or real_scandir(p))
+    monkeypatch.setattr(Path, "is_file", lambda self: stats.append(self) or False)
+    found = resolve_videos(table, list(table), root)
+    assert [p is not None for p in found] == [bool(i % 10) for i in range(60)]
+    assert found[1] == root / "train" / "class 1" / "vid00000001ab_000001_000011.mp4"
+    assert len(listed) == 1 + 1 + 6 and stats == []  # root, train/, the 6 label folders; no per-clip stat
 
 
 # ----------------------------------------------------------------------------- Charades-Ego

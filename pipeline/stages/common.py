@@ -70,13 +70,13 @@ def load_table(manifest: str, manifest_format: str = "auto", classes: str | list
 def clip_refs(table, rows: list[int], video_root: str | Path):
     """The dataset's :class:`~student.dataset.ClipRef` of each row whose video is on disk, and
     the ids of the rows whose video is missing."""
-    from data_manifests.formats import clip_frame_rate, resolve_video
+    from data_manifests.formats import clip_frame_rate, resolve_videos
     from student.dataset import ClipRef
 
     clips, missing = [], []
-    for i in rows:
+    paths = resolve_videos(table, [table[i] for i in rows], video_root)
+    for i, path in zip(rows, paths):
         c = table[i]
-        path = resolve_video(table, c, video_root)
         if path is None:
             missing.append(c.clip_id)
             continue

@@ -155,7 +155,7 @@ class ShardWorker:
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` of the rows
     could not be decoded, or more than ``max_missing_fraction`` have no video on disk."""
-    from data_manifests.formats import clip_frame_rate, resolve_video
+    from data_manifests.formats import clip_frame_rate, resolve_videos
     from pipeline.io.store import FAILED, OK, check_provenance, create_store, open_store
     from teachers.base import load_teacher
 
@@ -198,7 +198,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
     pending = store.pending_shards()
     skipped = len(store.shards()) - len(pending)
-    resolved = [resolve_video(table, c, cfg.video_root) for c in table]
+    resolved = resolve_videos(table, list(table), cfg.video_root)
     absent = sum(p is None for p in resolved)
     if absent:
         print(f"extract-teachers: {absent} of {len(table)} videos ({absent / len(table):.1%}) are missing under "
