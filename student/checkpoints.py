@@ -114,10 +114,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except safe_pickle.UnsafePickleError as e:
         raise CheckpointError(f"{p}: {e}") from None
     except pickle.UnpicklingError as e:  # torch's weights_only refusal names the global in its text
-        asked = re.search(r"GLOBAL (\S+)", str(e))
-        reason = f"it asks for {asked.group(1)}" if asked else str(e).strip().splitlines()[0]
-        raise CheckpointError(f"refusing to load {p}: {reason}; a checkpoint holds only tensors, numbers, "
-                              "strings and containers") from None
+        raise CheckpointError(f"refusing to load {p}: {safe_pickle.torch_load_refusal(e)}; a checkpoint holds only "
+                              "tensors, numbers, strings and containers") from None
     except Exception as e:  # a truncated or foreign file raises one of many unrelated types
         raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict):

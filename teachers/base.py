@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import pickle
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -347,8 +348,12 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        from pipeline.io.safe_pickle import torch_load_refusal
+
+        raise TeacherWeightsError(path, f"refused: {torch_load_refusal(e)}") from None
     except Exception as e:  # torch raises several unrelated types for a bad archive
-        raise TeacherWeightsError(path, f"not a readable torch file ({type(e).__name__}: {e})") from e
+        raise TeacherWeightsError(path, f"not a readable torch file ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise TeacherWeightsError(

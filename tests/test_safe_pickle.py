@@ -51,3 +51,27 @@ def test_a_reduce_that_would_create_a_file_is_refused(tmp_path):
 def test_other_globals_are_refused_by_name(obj, name):
     with pytest.raises(pickle.UnpicklingError, match=f"refusing to load {name}"):
         safe_pickle.load_restricted(io.BytesIO(pickle.dumps(obj)))
+
+
+@pytest.mark.parametrize("content", ["garbage", "creates a file"])
+def test_teacher_weights_and_checkpoints_refuse_without_running_code_or_advising_to(tmp_path, content):
+    """A teacher weights file or a student checkpoint that is not data: one message, the file's
+    code never runs, and torch's advice to retry with weights_only=False is not passed on."""
+    import torch
+
+    from student.checkpoints import CheckpointError, read_checkpoint
+    from teachers.base import TeacherWeightsError, load_teacher
+
+    marker = tmp_path / "created"
+    path = tmp_path / "w.pt"
+    if content == "garbage":
+        path.write_bytes(bytes(range(7, 107)))
+        want = r"not a torch weights file, or a damaged one \(Unsupported operand"
+    else:
+        torch.save({"state_dict": _CreatesFile(marker)}, path)
+        want = r"it asks for (io|_io|builtins)\.open"
+    for load, error in ((read_checkpoint, CheckpointError), (load_teacher, TeacherWeightsError)):
+        with pytest.raises(error, match=want) as e:
+            load(path)
+        assert "weights_only" not in str(e.value) and str(path) in str(e.value)
+    assert not marker.exists()

@@ -329,7 +329,7 @@ def test_save_teacher_requires_classes_and_spec(tmp_path):
 def test_corrupt_or_foreign_weights_files_raise_teacher_weights_error(weights_files, tmp_path):
     good = weights_files["ego"].read_bytes()
     cases = {
-        "garbage.pt": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a readable"),
+        "garbage.pt": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a torch weights file, or a damaged one"),
         "truncated.pt": (good[: len(good) // 2], "not a readable"),
     }
     for name, (data, reason) in cases.items():

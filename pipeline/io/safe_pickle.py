@@ -82,3 +82,21 @@ def load_restricted(file: str | os.PathLike | BinaryIO, encoding: str = "latin1"
         with open(file, "rb") as f:
             return RestrictedUnpickler(f, encoding=encoding).load()
     return RestrictedUnpickler(file, encoding=encoding).load()
+
+
+def torch_load_refusal(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words.
+
+    Torch's own text starts by suggesting ``weights_only=False``, which would run the file's
+    code: that advice is not passed on. A pickle asking for a class or function is named by it.
+    """
+    import re
+
+    text = str(error)
+    asked = re.search(r"GLOBAL (\S+)", text)
+    if asked:
+        return f"it asks for {asked.group(1)} (a class or function, not data)"
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    if detail:
+        return f"not a torch weights file, or a damaged one ({detail.group(1).strip()})"
+    return f"not a torch weights file, or a damaged one ({type(error).__name__})"
