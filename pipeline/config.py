@@ -94,8 +94,12 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "", validate: bool 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
+        import difflib
+
         valid = ", ".join(sorted(names))
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {valid})")
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' ({hint}valid keys here: {valid})")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:

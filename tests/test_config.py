@@ -37,7 +37,7 @@ def test_int_is_accepted_for_float_and_coerced():
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("inner.lrr=0.1", ["unknown config key 'inner.lrr'", "lr"]),
+        ("inner.lrr=0.1", ["unknown config key 'inner.lrr'", "did you mean 'inner.lr'?"]),
         ("inner.epochs=abc", ["inner.epochs", "integer"]),
         ("bogus=1", ["unknown config key 'bogus'"]),
         ("inner=3", ["inner", "mapping"]),
@@ -82,3 +82,15 @@ def test_exponent_numbers_without_a_dot_are_numbers():
     assert (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 5e-5)
     with pytest.raises(ConfigError, match="optim.lr"):
         load_stage_config("train-student", None, ["optim.lr=fast"], validate=False)
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "world.csv").write_text("path,label\nv.mp4,a\n")
+    (tmp_path / "taken").write_text("not a folder")
+    rc = main(["run", "train-student", f"manifest={tmp_path / 'world.csv'}", f"video_root={tmp_path}",
+               f"out={tmp_path / 'taken'}", "loss.ego=0", "loss.object=0", "loss.hand_map=0", "loss.object_map=0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err == [f"error: output folder {tmp_path / 'taken'} is a file; choose another --out"]
+    assert (tmp_path / "taken").read_text() == "not a folder"

@@ -20,6 +20,8 @@ def prepare_out_dir(out: str | Path, cfg: Any, stage: str) -> Path:
     import yaml
 
     d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise PipelineError(f"output folder {d} is a file; choose another --out")
     cfg_path = d / f"{stage}.config.yaml"
     if cfg_path.exists():
         old = yaml.safe_load(cfg_path.read_text())
