@@ -210,6 +210,8 @@ def fit(
             targets = {"action": batch["label"], **{k: batch[k] for k in TARGET_KEYS if k in batch}}
             terms = egoexo_losses(outputs, targets, w, temperature=weights.temperature, multilabel=multilabel)
             loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise_non_finite(terms, epoch, step, batch, train_set)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -244,6 +246,19 @@ def fit(
         })
     tb.close()
     return history
+
+
+def raise_non_finite(terms: dict, epoch: int, step: int, batch: dict, dataset) -> None:
+    """Stop training on a NaN/inf loss, naming the term, the step and the batch's clips; the
+    last checkpoint (``last.pt``, the previous epoch's end) is left as it was."""
+    from pipeline.errors import PipelineError
+
+    bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+    clips = getattr(dataset, "clips", None)
+    ids = [Path(clips[int(i)].path).stem if clips is not None else str(int(i)) for i in batch.get("index", [])]
+    raise PipelineError(f"non-finite loss ({', '.join(bad)}) at epoch {epoch + 1}, step {step + 1}; "
+                        f"the batch's clips: {', '.join(ids[:16])}. The last checkpoint (end of epoch {epoch}) is kept; "
+                        "check these clips' videos and signals, or lower optim.lr")
 
 
 @torch.no_grad()

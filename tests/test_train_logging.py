@@ -80,3 +80,30 @@ def test_channels_last_trains_the_same_weights(tmp_path):
         torch.testing.assert_close(runs[True][1][k], v, rtol=1e-4, atol=1e-5)
     convs = [v for k, v in runs[True][1].items() if v.dim() == 5]
     assert convs and all(v.is_contiguous(memory_format=torch.channels_last_3d) for v in convs)
+
+
+class NaNClips(TinyClips):
+    """TinyClips whose clip 4 turns NaN from the second epoch on."""
+
+    clips = [type("Ref", (), {"path": f"/videos/clip{i}.mp4"})() for i in range(6)]
+
+    def __getitem__(self, key):
+        epoch, i = key
+        item = {**super().__getitem__(key), "index": i}
+        if epoch >= 1 and i == 4:
+            item["video"] = torch.full_like(item["video"], float("nan"))
+        return item
+
+
+def test_a_nan_loss_stops_naming_step_and_clips_and_keeps_the_last_checkpoint(tmp_path):
+    from pipeline.errors import PipelineError
+
+    torch.manual_seed(0)
+    model = EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                          interaction_maps=False)
+    cfg = OptimConfig(epochs=3, batch_size=2, num_workers=2, lr=0.05)
+    with pytest.raises(PipelineError, match=r"non-finite loss \(loss_action\) at epoch 2, step \d; the batch's clips: .*clip4") as e:
+        fit(model, NaNClips(), cfg, LossWeights(), tmp_path, multilabel=False, log=lambda *_: None)
+    assert "end of epoch 1" in str(e.value)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
