@@ -347,3 +347,34 @@ def test_corrupt_or_foreign_weights_files_raise_teacher_weights_error(weights_fi
             load_teacher(tmp_path / name)
         assert isinstance(err.value, ValueError)
         assert str(tmp_path / name) in str(err.value)
+
+
+def test_a_non_finite_teacher_output_fails_only_its_row(weights_files, tmp_path):
+    """NaN from a teacher, or a value past float16's range, fails that clip's row with the reason;
+    its neighbours in the shard are written as usual."""
+    from pipeline.io.store import FAILED, OK, create_store
+    from pipeline.io.video import write_video
+    from pipeline.stages.extract import NON_FINITE, ShardWorker
+
+    videos = [write_video(tmp_path / f"v{i}.mp4", _frames(1, 8, 64, 64, i)[0], fps=4) for i in range(3)]
+    teacher = load_teacher(weights_files["object"])
+    F = 8
+    shapes = teacher.output_shapes(F)
+    create_store(tmp_path / "s.zarr", ["a", "b", "c"], F, shapes, {}, shard_rows=3)
+    worker = ShardWorker({"object": str(weights_files["object"])}, str(tmp_path / "s.zarr"), "cpu", 1, 8)
+    (name,) = shapes
+    predict = worker.teachers[0].predict
+
+    def poisoned(frames, frame_time):
+        out = predict(frames, frame_time)
+        out[name][0, 0, 0] = np.nan  # the first clip of the batch: row 0
+        out[name][2, 1, 1] = 1e6  # finite in float32, inf in the store's float16: row 2
+        return out
+
+    worker.teachers[0].predict = poisoned
+    worker.run_shard(0, 3, [(str(v), 0.0, 2.0, None) for v in videos])
+    store = worker.store
+    assert store.status().tolist() == [FAILED, OK, FAILED]
+    assert store.errors().tolist() == [f"{NON_FINITE} ({name})", "", f"{NON_FINITE} ({name})"]
+    row = store.read_row(1)[name]
+    assert np.isfinite(row).all() and np.abs(row).sum() > 0

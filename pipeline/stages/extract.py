@@ -22,6 +22,7 @@ from pipeline.stages.common import check_manifest_format, load_table, pick_devic
 
 TEACHER_KINDS = ("ego", "object", "handobj")
 MISSING = "video file not found"  # the store's error text for a row whose video is absent
+NON_FINITE = "non-finite teacher output"  # ... for a row a teacher gave NaN or inf for
 
 
 @dataclass
@@ -147,7 +148,14 @@ class ShardWorker:
                 for name in outs:
                     outs[name][rows] = pred[name]
             for name, (_, dtype) in shapes.items():
-                arrays[name] = outs[name].astype(dtype)
+                with np.errstate(over="ignore"):  # an overflow becomes inf, caught here
+                    arrays[name] = outs[name].astype(dtype)
+                # NaN/inf from the model, or beyond the store's dtype (float16 overflows past 65504)
+                bad = (status == OK) & ~np.isfinite(arrays[name].reshape(n, -1)).all(axis=1)
+                for i in np.flatnonzero(bad):
+                    status[i], errors[i] = FAILED, f"{NON_FINITE} ({name})"
+                    arrays[name][i] = 0
+        ok_rows = np.flatnonzero(status == OK)
         self.store.write_shard(start, stop, arrays, status, errors)
         return {"start": start, "stop": stop, "ok": int(len(ok_rows)), "errors": [e for e in errors if e]}
 
