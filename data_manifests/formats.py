@@ -7,7 +7,8 @@ from pathlib import Path, PurePath
 from data_manifests.table import Clip, ClipTable, ManifestError, Scan, raise_first
 
 FORMATS = ("auto", "kinetics", "charades_ego", "epic100", "generic", "pyslowfast")
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+# Containers the reader decodes (matched without regard to case).
+VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"}
 
 
 def _looks_like_path(text: str) -> bool:
@@ -22,10 +23,11 @@ def check_manifest_file(path: Path) -> None:
         raise ManifestError(f"manifest not found: {path}")
     with open(path, "rb") as f:
         head = f.read(1 << 16)
+        more = bool(f.read(1))
     try:
         head.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        if e.start < len(head) - 4:  # not a multi-byte character cut off by the read
+        if not (more and e.reason == "unexpected end of data"):  # not a character cut off by the read
             hint = (" (EPIC-Kitchens ships a .pkl beside each .csv: pass the .csv)"
                     if path.suffix.lower() in (".pkl", ".pickle") else "")
             raise ManifestError(f"{path} is not a text manifest (binary data at byte {e.start}){hint}") from None
@@ -86,8 +88,15 @@ def scan_manifest(path: Path, fmt: str, video_root: str | Path | None = None, cl
 
     ``classes`` default to the dataset's shipped list (:func:`~data_manifests.classes.shipped_classes`),
     so label ids match the model zoo's whatever subset a file holds; a label outside the list
-    is a problem of its row.
+    is a problem of its row. A file that is not UTF-8 text raises ``ManifestError``.
     """
+    try:
+        return _scan_manifest(path, fmt, video_root, classes)
+    except UnicodeDecodeError as e:  # past the first 64 KiB, which check_manifest_file reads
+        raise ManifestError(f"{path} is not a UTF-8 text manifest ({e.reason}, past its first 64 KiB)") from None
+
+
+def _scan_manifest(path: Path, fmt: str, video_root, classes) -> Scan:
     if classes is None:
         from data_manifests.classes import shipped_classes
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .formats import VIDEO_SUFFIXES
 from .table import Clip, ClipTable, Scan, file_sha256, parse_rows, raise_first, scan_csv_rows
 
 REQUIRED = ("youtube_id", "time_start", "time_end", "split")
-# Any container the reader decodes (matched without regard to case).
-VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi", "mov", "m4v", "flv", "mpg", "mpeg", "3gp", "ogv", "wmv", "ts")
 INDEX_DEPTH = 4  # folders below the video root that are listed: <root>/<a>/<b>/<c>/<file>
 
 
@@ -103,7 +102,7 @@ class KineticsIndex:
         self.root = Path(video_root)
         self.by_stem: dict[str, list[Path]] = {}
         self.folders_listed = 0
-        extensions = set(VIDEO_EXTENSIONS)
+        extensions = {suffix[1:] for suffix in VIDEO_SUFFIXES}
         stack = [(str(self.root), 0)]
         while stack:
             folder, depth = stack.pop()
