@@ -28,6 +28,13 @@ def test_unknown_config_key_exits_2_naming_it(tmp_path):
     assert r.stderr.count("\n") == 1
 
 
+def test_zero_workers_exits_2_before_anything_is_written(tmp_path):
+    r = run_cli("run", "extract-teachers", "--manifest", "m.csv", "--video-root", ".", "--out", str(tmp_path / "s.zarr"),
+                "--workers", "0", "teachers.ego=ego.pt")
+    assert r.returncode == 2 and r.stderr.strip() == "error: config: 'workers' must be at least 1"
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_wrong_type_exits_2(tmp_path):
     r = run_cli("run", "extract-teachers", "--config", str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "config file not found" in r.stderr
