@@ -117,7 +117,7 @@ def cmd_data_cache_frames(args: argparse.Namespace) -> int:
     clips, missing = clip_refs(table, rows, args.video_root)
     if missing:
         print(f"{len(missing)} videos missing on disk (not cached), e.g. {missing[:3]}")
-    done = write_frame_cache(args.out, [(c.path, c.start, c.end) for c in clips], args.short_side, args.encoding,
+    done = write_frame_cache(args.out, [(c.path, c.start, c.end, c.frame_rate) for c in clips], args.short_side, args.encoding,
                              progress=progress)
     print(f"{args.out}: {done['added']} clips added, {done['already_cached']} already there, {done['entries']} in all")
     for line in done["failed"]:

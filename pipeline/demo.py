@@ -213,7 +213,7 @@ def cache_frames(manifest: Path, classes: Path, videos: Path, out: Path) -> None
 
     table = load_table(str(manifest), "auto", str(classes))
     clips, _ = clip_refs(table, list(range(len(table))), videos)
-    done = write_frame_cache(out, [(c.path, c.start, c.end) for c in clips], FRAME_CACHE_SHORT_SIDE, progress=progress)
+    done = write_frame_cache(out, [(c.path, c.start, c.end, c.frame_rate) for c in clips], FRAME_CACHE_SHORT_SIDE, progress=progress)
     print(f"frame cache {out}: {done['entries']} clips ({done['added']} added)")
 
 

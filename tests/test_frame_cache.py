@@ -111,3 +111,46 @@ def test_cli_caches_a_manifest(tmp_path, videos, capsys):
     assert "0 clips added, 3 already there" in capsys.readouterr().out
     assert main(args[:-4] + ["--short-side", "60", "--out", str(tmp_path / "c.h5")]) == 1
     assert "made with short_side 90, not 60" in capsys.readouterr().err
+
+
+def test_millisecond_timestamps_and_the_end_as_the_reader_has_them(tmp_path):
+    """MKV/WebM store 1 ms timestamps (frame 2 of 30 fps at 0.067 s): a request on the 1/fps grid
+    reaches the frame as read_frames does, and past the end is invalid where read_frames says so."""
+    video = str(moving_video(tmp_path / "v.mkv", n=30, fps=30))
+    write_frame_cache(tmp_path / "c.h5", [(video, 0.0, None)], short_side=90)
+    times = np.concatenate([np.arange(12) / 30, [0.99, 1.0, 1.01, 1.2, 3.0]])
+    want = read_frames(video, times, short_side=90)
+    got = FrameCache(tmp_path / "c.h5").read(video, 0.0, None, times, 90)
+    np.testing.assert_array_equal(got.frame_time, want.frame_time)
+    np.testing.assert_array_equal(got.valid, want.valid)
+    np.testing.assert_array_equal(got.frames, want.frames)
+    assert not got.valid[-1]
+
+
+def test_frames_folders_are_cached_at_their_frame_rate(tmp_path):
+    """EPIC-Kitchens rgb_frames folders: cached through the CLI's path with their frame rate."""
+    import cv2
+
+    folder = tmp_path / "P01_01"
+    folder.mkdir()
+    for i in range(12):
+        img = np.full((60, 80, 3), 20 * i, np.uint8)
+        cv2.imwrite(str(folder / f"frame_{i + 1:010d}.jpg"), img)
+    done = write_frame_cache(tmp_path / "c.h5", [(str(folder), 0.0, 0.4, 30.0)], short_side=60)
+    assert done["added"] == 1 and done["failed"] == []
+    times = np.array([0.0, 0.1, 0.2, 0.3])
+    want = read_frames(folder, times, short_side=60, frame_rate=30.0)
+    got = FrameCache(tmp_path / "c.h5").read(str(folder), 0.0, 0.4, times, 60)
+    np.testing.assert_array_equal(got.frames, want.frames)
+    np.testing.assert_array_equal(got.frame_time, want.frame_time)
+
+
+def test_a_video_changed_since_caching_is_decoded(tmp_path, videos):
+    import os
+
+    write_frame_cache(tmp_path / "c.h5", [(videos[0], 0.0, None)], short_side=90)
+    cache = FrameCache(tmp_path / "c.h5")
+    assert cache.read(videos[0], 0.0, None, TIMES, 90) is not None
+    st = os.stat(videos[0])
+    os.utime(videos[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-downloaded, say
+    assert cache.read(videos[0], 0.0, None, TIMES, 90) is None

@@ -9,7 +9,9 @@ Layout (h5py): root attrs ``format`` = ``egoexo-frame-cache``, ``version``, ``sh
 ``encoding`` (``raw``: uint8 [n, H, W, 3] RGB, one chunk per frame; ``jpeg``: one JPEG per
 frame, for caches of full-size datasets); ``keys`` (one string per entry: video path, start,
 end) and per entry ``i`` the group ``clips/<i>`` with ``frames`` and ``frame_time`` (seconds,
-the decoder's presentation times) and attr ``interval`` (the nominal frame interval). An entry
+the decoder's presentation times) and attrs ``eps`` and ``shown_until`` (the reader's rules for
+reaching a frame and for the video's end), ``size`` (displayed width, height) and the video
+file's ``size_bytes`` and ``mtime_ns`` (an entry of a video that changed since is not used). An entry
 is written whole before its key is added, so a cache cut short by a crash holds only complete
 entries and a rerun adds the rest.
 
@@ -43,28 +45,42 @@ def cache_key(path: str | Path, start: float, end: float | None) -> str:
     return f"{os.path.abspath(path)}|{float(start):.6f}|{'' if end is None else f'{float(end):.6f}'}"
 
 
-def decode_all(path: str | Path, start: float, end: float | None, short_side: int) -> tuple[Frames, tuple[int, int]]:
+def decode_all(path: str | Path, start: float, end: float | None, short_side: int,
+               frame_rate: float | None = None) -> tuple[Frames, tuple[int, int]]:
     """Every frame of ``path`` shown in [start, end] (to the video's end when None), each once,
-    and the video's displayed (width, height)."""
-    info = probe(path)
+    and the video's displayed (width, height). ``frames.eps`` and ``frames.shown_until`` carry
+    the reader's rules for reaching a frame and for the end of the video.
+
+    Requests go twice per nominal frame interval; the stated duration is not trusted: while the
+    last request still lands on a frame the range is extended."""
+    info = probe(path, frame_rate=frame_rate)
     fps = info.fps if info.fps > 0 else 30.0
     stop = end if end is not None else (info.duration or 0.0) + 1.0
-    # Requests twice per frame interval reach every frame; the reader decodes each one once.
-    times = np.arange(max(start, 0.0), max(stop, start) + 1e-9, 0.5 / fps)
-    got = read_frames(path, times, short_side=short_side)
+    while True:
+        times = np.arange(max(start, 0.0), max(stop, start) + 1e-9, 0.5 / fps)
+        got = read_frames(path, times, short_side=short_side, frame_rate=frame_rate)
+        if end is not None or not got.valid[-1]:
+            break
+        stop = 2 * stop + 1.0  # the container understated its length
     keep = got.valid & np.concatenate([[True], np.diff(got.frame_time) > 0])
-    frames, frame_time = got.frames[keep], got.frame_time[keep]
-    return Frames(frames, frame_time, frame_time.copy(), np.ones(len(frame_time), bool)), (info.width, info.height)
+    frame_time = got.frame_time[keep]
+    shown_until = got.shown_until
+    if shown_until is None:  # the range ended inside the video, or a frames folder
+        shown_until = float(frame_time[-1]) + (1.0 / frame_rate if frame_rate else 1.0 / fps)
+    frames = Frames(got.frames[keep], frame_time, frame_time.copy(), np.ones(len(frame_time), bool), got.eps,
+                    shown_until)
+    return frames, (info.width, info.height)
 
 
 def write_frame_cache(
     out: str | Path,
-    clips: Iterable[tuple[str, float, float | None]],
+    clips: Iterable[tuple],
     short_side: int,
     encoding: str = "raw",
     progress=None,
 ) -> dict:
-    """Add every ``(video path, start, end)`` not yet in the cache at ``out``; returns counts.
+    """Add every ``(video path, start, end[, frame rate of a frames folder])`` not yet in the cache
+    at ``out``; returns counts.
 
     A clip whose video cannot be decoded is skipped and reported; the dataset decodes it
     (and fails it) as it would without a cache."""
@@ -75,7 +91,11 @@ def write_frame_cache(
     out = Path(out)
     if out.is_dir():
         raise FrameCacheError(f"{out} is a folder; give the cache's file name, e.g. {out / 'frames.h5'}")
-    todo = list(dict.fromkeys((str(p), float(s), None if e is None else float(e)) for p, s, e in clips))
+    rates = {}
+    for clip in clips:
+        p, s, e = str(clip[0]), float(clip[1]), None if clip[2] is None else float(clip[2])
+        rates[(p, s, e)] = clip[3] if len(clip) > 3 else None
+    todo = list(rates)
     added, failed = 0, []
     with h5py.File(out, "a") as f:
         if "keys" not in f:
@@ -87,8 +107,8 @@ def write_frame_cache(
         todo = [c for c in todo if cache_key(*c) not in done]
         for path, start, end in (progress(todo, desc="cache frames", unit="clip") if progress else todo):
             try:
-                got, size = decode_all(path, start, end, short_side)
-            except PipelineError as e:
+                got, size = decode_all(path, start, end, short_side, rates[(path, start, end)])
+            except (PipelineError, ValueError) as e:
                 failed.append(f"{path}: {e}")
                 continue
             i = len(f["keys"])
@@ -100,15 +120,20 @@ def write_frame_cache(
                 for k, rgb in enumerate(got.frames):
                     data[k] = _encode_jpeg(rgb)
             g.create_dataset("frame_time", data=got.frame_time)
-            # How long the last frame is shown (read_frames' rule without a stated duration).
-            g.attrs["interval"] = float(got.frame_time[-1] - got.frame_time[-2]) if len(got.frame_time) > 1 else 1 / 30
-            g.attrs["size"] = size
+            g.attrs.update({"eps": got.eps, "shown_until": got.shown_until, "size": size,
+                            **_file_stamp(path)})
             f["keys"].resize((i + 1,))
             f["keys"][i] = cache_key(path, start, end)  # last: the entry counts once it is whole
             f.flush()
             added += 1
         total = len(f["keys"])
     return {"added": added, "already_cached": len(done), "entries": total, "failed": failed}
+
+
+def _file_stamp(path: str | Path) -> dict[str, int]:
+    """Size and modification time: a re-downloaded or re-encoded video is not served from the cache."""
+    st = os.stat(path)
+    return {"size_bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
 def _encode_jpeg(rgb: np.ndarray) -> np.ndarray:
@@ -185,12 +210,14 @@ class FrameCache:
         if i is None:
             return None
         g = f["clips"][str(i)]
+        if _file_stamp(path) != {k: int(g.attrs[k]) for k in ("size_bytes", "mtime_ns")}:
+            return None  # the video changed since it was cached: decode it
         frame_time = g["frame_time"][:]
         times = np.asarray(times, dtype=np.float64)
-        eps = 1e-4  # as read_frames: a request within a tick of a frame reaches it
+        eps = float(g.attrs["eps"])  # as read_frames: a request within half a tick of a frame reaches it
         pick = np.clip(np.searchsorted(frame_time, times + eps, side="right") - 1, 0, len(frame_time) - 1)
         last = frame_time[-1]
-        valid = (times <= last + eps) | (times + eps < last + float(g.attrs["interval"]))
+        valid = (times <= last + eps) | (times + eps < float(g.attrs["shown_until"]))
         unique, inverse = np.unique(pick, return_inverse=True)
         data = g["frames"]
         if self._raw:

@@ -83,6 +83,10 @@ class Frames:
     frame_time: np.ndarray  # [N] float64
     requested: np.ndarray  # [N] float64
     valid: np.ndarray  # [N] bool
+    # How near a request must be to a frame's time to reach it (the container's time base), and,
+    # when a request lay past the last frame, when that frame stops being shown.
+    eps: float = 1e-4
+    shown_until: float | None = None
 
 
 @dataclass
@@ -340,7 +344,8 @@ def _read_video(path: Path, times: np.ndarray, short_side, size, seek: bool) -> 
                 out.fill(k, last_t, last)
                 out.valid[k] = times[k] <= last_t + eps or times[k] + eps < last_t + shown_for
                 k += 1
-        return out.result()
+            return out.result(eps, last_t + shown_for)
+        return out.result(eps)
     finally:
         if decoded is not None:
             decoded.close()  # finalise the generator so it drops its packet/frame references
@@ -386,9 +391,9 @@ class _Output:
         self.frame_time[k] = t
         self.valid[k] = True
 
-    def result(self) -> Frames:
+    def result(self, eps: float = 1e-4, shown_until: float | None = None) -> Frames:
         self._last = None
-        return Frames(self.frames, self.frame_time, self.times, self.valid)
+        return Frames(self.frames, self.frame_time, self.times, self.valid, eps, shown_until)
 
 
 # --------------------------------------------------------------------------- frame folders

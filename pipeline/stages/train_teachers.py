@@ -60,13 +60,13 @@ class _Decoded:
 
 
 def _decode(table, video_root: str, ground_truth: str | None, fps: float, size: int, desc: str) -> _Decoded:
-    from data_manifests.formats import resolve_video
+    from data_manifests.formats import resolve_videos
     from pipeline.io.video import VideoReadError, read_frames, sample_times
 
     frames, times, ego, gts = [], [], [], []
     n_frames = None
-    for clip in progress(list(table), desc=desc, unit="video"):
-        path = resolve_video(table, clip, video_root)
+    clips = list(table)
+    for clip, path in progress(list(zip(clips, resolve_videos(table, clips, video_root))), desc=desc, unit="video"):
         if path is None:
             raise PipelineError(f"video of {clip.clip_id} not found under {video_root}")
         t = sample_times(clip.start, clip.end if clip.end is not None else clip.start + 4.0, fps)
