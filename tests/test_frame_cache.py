@@ -154,3 +154,13 @@ def test_a_video_changed_since_caching_is_decoded(tmp_path, videos):
     st = os.stat(videos[0])
     os.utime(videos[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # re-downloaded, say
     assert cache.read(videos[0], 0.0, None, TIMES, 90) is None
+
+
+def test_a_cache_of_another_version_is_refused_saying_what_to_do(tmp_path, videos):
+    import h5py
+
+    write_frame_cache(tmp_path / "c.h5", [(videos[0], 0.0, None)], short_side=90)
+    with h5py.File(tmp_path / "c.h5", "a") as f:
+        f.attrs["version"] = 1
+    with pytest.raises(FrameCacheError, match="version 1; this version reads 2: delete it and run 'pipeline data cache-frames'"):
+        FrameCache(tmp_path / "c.h5")

@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.io.video import Frames, _output_size, probe, read_frames
 
-FORMAT, VERSION = "egoexo-frame-cache", 1
+FORMAT, VERSION = "egoexo-frame-cache", 2  # 2: per-entry eps, shown_until, file stamp
 ENCODINGS = ("raw", "jpeg")
 JPEG_QUALITY = 95
 
@@ -149,7 +149,8 @@ def _check(f, path: Path, **expected) -> None:
     if f.attrs.get("format") != FORMAT or "keys" not in f:
         raise FrameCacheError(f"{path} is not a frame cache (made by 'pipeline data cache-frames')")
     if int(f.attrs["version"]) != VERSION:
-        raise FrameCacheError(f"{path} is frame-cache version {f.attrs['version']}; this version reads {VERSION}")
+        raise FrameCacheError(f"{path} is frame-cache version {f.attrs['version']}; this version reads {VERSION}: "
+                              "delete it and run 'pipeline data cache-frames' again")
     for key, want in expected.items():
         have = f.attrs[key]
         if (int(have) if key == "short_side" else str(have)) != want:
