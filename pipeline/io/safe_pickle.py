@@ -87,8 +87,8 @@ def load_restricted(file: str | os.PathLike | BinaryIO, encoding: str = "latin1"
 def torch_load_refusal(error: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in a few words.
 
-    Torch's own text starts by suggesting ``weights_only=False``, which would run the file's
-    code: that advice is not passed on. A pickle asking for a class or function is named by it.
+    Torch's own text starts by suggesting to load again without the weights-only restriction,
+    which would run the file's code: that advice is not passed on. A pickle asking for a class or function is named by it.
     """
     import re
 
