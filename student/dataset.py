@@ -234,7 +234,7 @@ class ClipDataset(torch.utils.data.Dataset):
             crop = s.crop
         else:
             short_side = crop = s.test_short_side
-        got = self.frame_cache.read(clip.path, clip.start, clip.end, times, short_side) if self.frame_cache else None
+        got = self.frame_cache.read(clip.path, clip.start, clip.end, times, short_side) if self.frame_cache is not None else None
         if got is None:
             got = read_frames(clip.path, times, short_side=short_side, frame_rate=clip.frame_rate)
         h, w = got.frames.shape[1:3]
