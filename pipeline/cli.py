@@ -107,18 +107,14 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_cache_frames(args: argparse.Namespace) -> int:
-    from pipeline.io.frame_cache import write_frame_cache
-    from pipeline.stages.common import clip_refs, load_table, progress, select_rows
+    from pipeline.io.frame_cache import cache_manifest
 
     if args.short_side < 1:
         raise PipelineError("--short-side must be at least 1")
-    table = load_table(args.manifest, args.format, args.classes)
-    rows = select_rows(table, args.split, "all")
-    clips, missing = clip_refs(table, rows, args.video_root)
-    if missing:
-        print(f"{len(missing)} videos missing on disk (not cached), e.g. {missing[:3]}")
-    done = write_frame_cache(args.out, [(c.path, c.start, c.end, c.frame_rate) for c in clips], args.short_side, args.encoding,
-                             progress=progress)
+    done = cache_manifest(args.manifest, args.video_root, args.out, args.short_side, args.encoding, args.format,
+                          args.classes, args.split)
+    if done["missing"]:
+        print(f"{len(done['missing'])} videos missing on disk (not cached), e.g. {done['missing'][:3]}")
     print(f"{args.out}: {done['added']} clips added, {done['already_cached']} already there, {done['entries']} in all")
     for line in done["failed"]:
         print(f"not cached (unreadable): {line}")

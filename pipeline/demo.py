@@ -57,6 +57,7 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
     """The whole pipeline on the synthetic world; ``seeds`` students per row (seeds ``seed``,
     ``seed + 1``, ...), the ablation rows with ``ablations``. Returns the summary it writes."""
     from data_manifests.demo_world import make_demo
+    from pipeline.io.frame_cache import cache_manifest
     from pipeline.stages import load_stage_config
     from pipeline.stages.evaluate import run_evaluate
     from pipeline.stages.extract import run_extract
@@ -90,7 +91,8 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
     kin_csv = world / "kinetics" / "kinetics_demo.csv"
     kin_videos = world / "kinetics" / "videos"
     frame_cache = wd / "kinetics-frames.h5"
-    cache_frames(kin_csv, world / "kinetics" / "classes.txt", kin_videos, frame_cache)
+    cached = cache_manifest(kin_csv, kin_videos, frame_cache, FRAME_CACHE_SHORT_SIDE, classes=str(world / "kinetics" / "classes.txt"))
+    print(f"frame cache {frame_cache}: {cached['entries']} clips ({cached['added']} added)")
     timings["make_world"] = time.time() - t
     ego_train_csv = world / "charades_ego" / "CharadesEgo_v1_train.csv"
     ego_test_csv = world / "charades_ego" / "CharadesEgo_v1_test.csv"
@@ -204,17 +206,6 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
     report = write_report([wd], wd / "report")
     print(f"report: {report['html']}  ({report['markdown']})")
     return summary
-
-
-def cache_frames(manifest: Path, classes: Path, videos: Path, out: Path) -> None:
-    """Decode every Kinetics-like clip once into ``out`` (a rerun adds only what is missing)."""
-    from pipeline.io.frame_cache import write_frame_cache
-    from pipeline.stages.common import clip_refs, load_table, progress
-
-    table = load_table(str(manifest), "auto", str(classes))
-    clips, _ = clip_refs(table, list(range(len(table))), videos)
-    done = write_frame_cache(out, [(c.path, c.start, c.end, c.frame_rate) for c in clips], FRAME_CACHE_SHORT_SIDE, progress=progress)
-    print(f"frame cache {out}: {done['entries']} clips ({done['added']} added)")
 
 
 def print_table(summary: dict) -> None:

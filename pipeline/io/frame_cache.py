@@ -130,6 +130,20 @@ def write_frame_cache(
     return {"added": added, "already_cached": len(done), "entries": total, "failed": failed}
 
 
+def cache_manifest(manifest: str | Path, video_root: str | Path, out: str | Path, short_side: int,
+                   encoding: str = "raw", manifest_format: str = "auto", classes: str | None = None,
+                   split: str | None = None) -> dict:
+    """``write_frame_cache`` for the clips of a manifest (one split, or all) whose videos are on
+    disk; returns its counts plus ``missing``, the ids of clips whose video is absent."""
+    from pipeline.stages.common import clip_refs, load_table, progress, select_rows
+
+    table = load_table(str(manifest), manifest_format, classes)
+    clips, missing = clip_refs(table, select_rows(table, split, "all"), video_root)
+    done = write_frame_cache(out, [(c.path, c.start, c.end, c.frame_rate) for c in clips], short_side, encoding,
+                             progress=progress)
+    return {**done, "missing": missing}
+
+
 def _file_stamp(path: str | Path) -> dict[str, int]:
     """Size and modification time: a re-downloaded or re-encoded video is not served from the cache."""
     st = os.stat(path)
