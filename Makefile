@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-faults bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: setup
 
 test: setup
 	PIPELINE_NO_PROGRESS=1 $(BIN)/python -m pytest
+
+# SIGKILL, full-disk, concurrent-reader and reproducibility runs through the CLI (minutes).
+test-faults: setup
+	PIPELINE_NO_PROGRESS=1 $(BIN)/python -m pytest -m faults
 
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py

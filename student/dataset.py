@@ -129,17 +129,20 @@ class EpochSampler(torch.utils.data.Sampler):
     def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True):
         self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Draw ``epoch``'s order, beginning at its ``start``-th item (a run resumed mid-epoch
+        skips the items its checkpoint's steps already trained on)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self):
         order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_items)
                  if self.shuffle else np.arange(self.num_items))
-        return iter([(self.epoch, int(i)) for i in order])
+        return iter([(self.epoch, int(i)) for i in order[self.start:]])
 
     def __len__(self) -> int:
-        return self.num_items
+        return self.num_items - self.start
 
 
 class ClipDataset(torch.utils.data.Dataset):

@@ -9,6 +9,7 @@ the epoch means of the loss terms at each epoch's last step (``epoch/*``, the va
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -48,6 +49,9 @@ class OptimConfig:
     # slow_tiny training step took 7.4 ms per clip with it and 10.6 without; slowfast_tiny's was
     # several times slower with it (its lateral fusions), so it is off unless asked for.
     channels_last: bool = False
+    # Also write ``last.pt`` every this many steps within an epoch (0: at epoch ends only); a run
+    # killed mid-epoch then resumes from that step, at the cost of one checkpoint write per interval.
+    checkpoint_every_steps: int = 0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -61,6 +65,8 @@ class OptimConfig:
                 raise ValueError("optim.steps must increase")
         if self.base_batch_size is not None and self.base_batch_size < 1:
             raise ValueError("optim.base_batch_size must be at least 1")
+        if self.checkpoint_every_steps < 0:
+            raise ValueError("optim.checkpoint_every_steps must be >= 0")
 
 
 @dataclass
@@ -77,9 +83,43 @@ class LossWeights:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    """Write ``state`` to ``path`` so that ``path`` always holds a whole checkpoint: a temporary
+    file is written and flushed to disk (fsync), then renamed over ``path`` and the rename
+    itself synced. Killed at any point, ``path`` is the old checkpoint or the new one. A full
+    disk (or any write error) removes the temporary file, keeps the old checkpoint and raises
+    one :class:`~pipeline.errors.PipelineError` that says so."""
+    from pipeline.errors import PipelineError
+
+    import io
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()  # serialised in memory first: a failed file write is then a plain OSError with its errno
+    torch.save(state, buffer)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        kept = f"{path} still holds the previous checkpoint" if path.exists() else f"no checkpoint was written to {path}"
+        why = "no space left on the device" if full else f"{e.__class__.__name__}: {e}"
+        raise PipelineError(f"could not write checkpoint {path}: {why}; {kept}. "
+                            "Free space (or fix the folder) and rerun the same command to resume") from None
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The torch seed of one epoch (dropout and anything else drawing from torch's global
+    generator), so an epoch replays the same whether the run started at epoch 0 or resumed."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def lr_at(epoch_float: float, cfg: OptimConfig) -> float:
@@ -121,10 +161,12 @@ def train_loader(dataset, cfg: OptimConfig) -> torch.utils.data.DataLoader:
     ``(epoch, index)``, so augmentation changes every epoch even with persistent workers."""
     from student.dataset import EpochSampler
 
+    # Its own generator for the workers' base seed: drawn from torch's global one, it would shift
+    # the dropout draws of whichever epoch first starts the workers (epoch 0, or a resumed one).
     return torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
         drop_last=len(dataset) > cfg.batch_size, num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
+        persistent_workers=cfg.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
@@ -166,38 +208,63 @@ def fit(
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> list[dict]:
-    """Train ``model`` on ``train_set``; returns per-epoch history (mean of each loss term)."""
+    """Train ``model`` on ``train_set``; returns per-epoch history (mean of each loss term).
+
+    Resumes exactly from ``out/last.pt``: it holds the model, the optimizer, the epochs and
+    steps done, the current epoch's running loss sums and torch's random state, so a run
+    killed anywhere and rerun reaches the same weights as one that was never stopped (the
+    clips and their augmentation follow from the seed, the epoch and the clip alone).
+    """
     from student.losses import egoexo_losses
 
-    torch.manual_seed(cfg.seed)
     layout = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
     loader = train_loader(train_set, cfg)
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=lr_at(0.0, cfg), momentum=cfg.momentum,
                                 nesterov=cfg.nesterov)
     w = {k: v for k, v in asdict(weights).items() if k != "temperature"}
+    steps_per_epoch = max(1, len(loader))
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, start_step, resumed = 0, 0, None
     last = out / "last.pt"
     if last.exists():  # resume
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"], state["history"]
-        log(f"resuming from {last} at epoch {start_epoch}")
+        resumed = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        start_epoch, history = resumed["epoch"], resumed["history"]
+        start_step = resumed.get("step", 0)
+        log(f"resuming from {last} at epoch {start_epoch + 1}" + (f", step {start_step + 1}" if start_step else ""))
     autocast = device.startswith("cuda") and cfg.bf16
-    steps_per_epoch = max(1, len(loader))
     # A resumed run drops events logged after its checkpoint, so no curve has two values per step.
-    tb = SummaryWriter(out / "tb", purge_step=start_epoch * steps_per_epoch if start_epoch else None)
+    first_step = start_epoch * steps_per_epoch + start_step
+    tb = SummaryWriter(out / "tb", purge_step=first_step if first_step else None)
+
+    def checkpoint(epoch_done: int, step_done: int, sums: dict, n: int) -> None:
+        save_checkpoint(last, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch_done,
+            "step": step_done, "epoch_sums": dict(sums), "epoch_steps": n, "history": history,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **(checkpoint_extra or {}),
+        })
+
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        loader.sampler.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        skip = start_step if epoch == start_epoch else 0
         sums: dict[str, float] = {}
         n = 0
+        if skip:  # mid-epoch: the steps done, their loss sums, and the random state after them
+            sums, n = dict(resumed["epoch_sums"]), int(resumed["epoch_steps"])
+            torch.set_rng_state(resumed["rng"])
+            if resumed.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        loader.sampler.set_epoch(epoch, start=skip * cfg.batch_size)
         t_start = time.time()
-        bar = progress(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) if progress else None
+        bar = progress(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) \
+            if progress else None
         t_ready = time.perf_counter()  # the previous step's end: from here on the step waits for the loader
-        for step, batch in enumerate(loader):
+        for step, batch in enumerate(loader, start=skip):
             t_batch = time.perf_counter()
             lr = lr_at(epoch + step / steps_per_epoch, cfg)
             for g in optimizer.param_groups:
@@ -222,7 +289,11 @@ def fit(
             t_done = time.perf_counter()
             log_step(tb, epoch * steps_per_epoch + step, values, lr, len(batch["video"]),
                      wait=t_batch - t_ready, seconds=t_done - t_ready)
-            t_ready = t_done
+            if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
+                    and step + 1 < steps_per_epoch:
+                tb.flush()
+                checkpoint(epoch, step + 1, sums, n)
+            t_ready = time.perf_counter()
             if bar:
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
@@ -240,10 +311,7 @@ def fit(
                 tb.add_scalar(f"epoch/{k}", v, (epoch + 1) * steps_per_epoch - 1)
         tb.flush()  # every epoch on disk, as the checkpoint is
         log("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        save_checkpoint(last, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-            "history": history, **(checkpoint_extra or {}),
-        })
+        checkpoint(epoch + 1, 0, {}, 0)
     tb.close()
     return history
 

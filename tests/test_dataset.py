@@ -230,3 +230,23 @@ def test_fit_hands_every_epoch_to_the_sampler(clip_and_store, monkeypatch):
         history = fit(model, data, OptimConfig(epochs=3, batch_size=2, num_workers=2), LossWeights(), Path(out),
                       multilabel=False, log=lambda *_: None)
     assert len(history) == 3 and seen == [0, 1, 2]
+
+
+def test_an_undecodable_clip_stops_the_loader_naming_it_never_a_substitute(clip_and_store, tmp_path):
+    """Through the training loader with 2 workers: the batch holding a corrupt video raises one
+    VideoReadError that names that video; the batches before it are the clips asked for."""
+    from pipeline.io.video import VideoReadError
+
+    clip, _ = clip_and_store
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    clips = [ClipRef(clip.path, 0.0, 2.0, (i % 3,), 0) for i in range(4)] + [ClipRef(str(bad), 0.0, 2.0, (0,), 0)]
+    ds = ClipDataset(clips, 3, SAMPLING, train=True)
+    loader = train_loader(ds, OptimConfig(batch_size=1, num_workers=2, seed=0))
+    order = [i for _, i in loader.sampler]
+    seen = []
+    with pytest.raises(VideoReadError) as e:
+        for batch in loader:
+            seen.extend(batch["index"].tolist())
+    assert e.value.path == str(bad) and "cannot read video" in str(e.value).splitlines()[0]
+    assert seen == order[: order.index(4)]  # every clip before the corrupt one, in order, none instead of it

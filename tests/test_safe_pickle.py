@@ -56,7 +56,7 @@ def test_other_globals_are_refused_by_name(obj, name):
 @pytest.mark.parametrize("content", ["garbage", "creates a file"])
 def test_teacher_weights_and_checkpoints_refuse_without_running_code_or_advising_to(tmp_path, content):
     """A teacher weights file or a student checkpoint that is not data: one message, the file's
-    code never runs, and torch's advice to retry with weights_only=False is not passed on."""
+    code never runs, and torch's advice to retry with weights-only loading turned off is not passed on."""
     import torch
 
     from student.checkpoints import CheckpointError, read_checkpoint

@@ -107,3 +107,47 @@ def test_a_nan_loss_stops_naming_step_and_clips_and_keeps_the_last_checkpoint(tm
     assert "end of epoch 1" in str(e.value)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+class FailingClips(TinyClips):
+    """TinyClips whose clip ``fail_at`` raises in epoch ``fail_epoch``: a run that dies mid-epoch."""
+
+    def __init__(self, fail_epoch, fail_at):
+        self.fail_epoch, self.fail_at = fail_epoch, fail_at
+
+    def __getitem__(self, key):
+        if key == (self.fail_epoch, self.fail_at):
+            raise RuntimeError("killed")
+        return super().__getitem__(key)
+
+
+def resumable_fit(out, data, workers):
+    torch.manual_seed(0)
+    model = EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                          interaction_maps=False, dropout=0.5)  # dropout draws from torch's generator
+    cfg = OptimConfig(epochs=3, batch_size=2, num_workers=workers, lr=0.05, checkpoint_every_steps=1)
+    history = fit(model, data, cfg, LossWeights(), out, multilabel=False, log=lambda *_: None)
+    return model.state_dict(), history
+
+
+@pytest.mark.parametrize("fail_epoch, fail_step", [(1, 2), (2, 1), (1, 0)])
+def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, fail_epoch, fail_step):
+    """Checkpoints every step hold the step, the epoch's loss sums and torch's random state: a run
+    that died mid-epoch (through DataLoader workers, with dropout) resumes to the uninterrupted
+    run's weights and history exactly."""
+    from student.dataset import EpochSampler
+
+    sampler = EpochSampler(6, seed=0)
+    sampler.set_epoch(fail_epoch)
+    fail_at = list(sampler)[2 * fail_step][1]  # the first clip of step ``fail_step`` (batches of 2)
+    whole, whole_history = resumable_fit(tmp_path / "whole", TinyClips(), workers=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        resumable_fit(tmp_path / "cut", FailingClips(fail_epoch, fail_at), workers=2)
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (fail_epoch, fail_step)  # the steps before it were saved
+    resumed, history = resumable_fit(tmp_path / "cut", TinyClips(), workers=2)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    drop = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert drop(history) == drop(whole_history)
+    # and the TensorBoard curve has each step once
+    assert [s for s, _ in scalars(tmp_path / "cut", "step/loss")] == list(range(9))

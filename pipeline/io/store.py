@@ -9,7 +9,11 @@ and two workers never touch the same chunk or shard.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +29,10 @@ PENDING, OK, FAILED = 0, 1, 2
 
 class StoreError(PipelineError):
     """A store that does not exist, is not a signals store, or does not match what a stage expects."""
+
+
+class StoreFullError(StoreError):
+    """The device holding the store is full; what was complete stays complete."""
 
 
 def _package_version() -> str:
@@ -83,18 +91,33 @@ class SignalsStore:
         return [(a, b) for a, b in self.shards() if np.any(st[a:b] == PENDING)]
 
     def write_shard(self, start: int, stop: int, arrays: dict[str, np.ndarray], status: np.ndarray, errors: list[str]) -> None:
-        """Write one whole shard: data arrays first, then ``error``, then ``status`` last."""
+        """Write one whole shard: data arrays first, then ``error``, then ``status`` last.
+
+        zarr writes each shard file whole to a temporary name and renames it into place, so
+        killed at any point the shard's rows are either still pending (and a rerun redoes
+        them) or complete. A full disk raises :class:`StoreFullError`; rows written before
+        stay as they were.
+        """
         if start % self.shard_rows or (stop != min(start + self.shard_rows, self.num_rows)):
             raise ValueError(f"rows {start}:{stop} are not one whole shard of {self.shard_rows}")
-        for name in ["frame_time", *self.output_names]:
-            self.group[name][start:stop] = arrays[name]
-        self.group["error"][start:stop] = np.asarray(errors, dtype=str)
-        self.group["status"][start:stop] = np.asarray(status, dtype=np.uint8)
+        try:
+            for name in ["frame_time", *self.output_names]:
+                self.array(name)[start:stop] = arrays[name]
+            self.array("error")[start:stop] = np.asarray(errors, dtype=str)
+            self.array("status")[start:stop] = np.asarray(status, dtype=np.uint8)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFullError(f"no space left on the device writing signals store {self.path} "
+                                     f"(rows {start}:{stop} stay pending; completed rows are kept). "
+                                     "Free space and rerun the same command to continue") from None
+            raise
 
     def read_row(self, i: int) -> dict[str, np.ndarray]:
-        """One clip's arrays (float32), plus its status."""
+        """One clip's arrays (float32), plus its status. The status is read first: a writer
+        writes it last, so a row read as ok during a write has its complete data."""
+        status = int(self.array("status")[i])
         out = {name: np.asarray(self.array(name)[i], dtype=np.float32) for name in ["frame_time", *self.output_names]}
-        out["status"] = int(self.array("status")[i])
+        out["status"] = status
         return out
 
     def array(self, name: str) -> zarr.Array:
@@ -109,13 +132,13 @@ class SignalsStore:
         (zarr costs about 1.5 ms per read, so per-row reads set the pace of a small student);
         otherwise rows are read one by one. The arrays are read when this is called, so rows
         written after it are not seen."""
-        names = ["frame_time", *self.output_names, "status"]
+        names = ["status", "frame_time", *self.output_names]  # status first, as ``read_row``
         if sum(self.array(n).nbytes for n in names) > max_bytes:
             return self.read_row
         loaded = {n: np.asarray(self.array(n)[:]) for n in names}
 
         def read(i: int) -> dict[str, np.ndarray]:
-            out = {n: loaded[n][i].astype(np.float32) for n in names[:-1]}
+            out = {n: loaded[n][i].astype(np.float32) for n in names[1:]}
             out["status"] = int(loaded["status"][i])
             return out
 
@@ -130,13 +153,18 @@ def create_store(
     attrs: dict[str, Any],
     shard_rows: int = 64,
 ) -> SignalsStore:
-    """Create an empty store (all rows pending). ``outputs``: name -> (per-row shape, dtype)."""
+    """Create an empty store (all rows pending). ``outputs``: name -> (per-row shape, dtype).
+
+    The store is built in a hidden folder beside ``path`` and renamed into place when whole,
+    so a run killed while creating it leaves no half-made store for the rerun to trip on.
+    """
     p = Path(path)
     if p.exists():
         raise StoreError(f"{p} already exists; refusing to overwrite it")
+    building = p.with_name(f".{p.name}.creating-{uuid.uuid4().hex[:8]}")
     n = len(clip_ids)
     shard_rows = max(1, min(shard_rows, n))
-    g = zarr.open_group(str(p), mode="w-")
+    g = zarr.open_group(str(building), mode="w-")
     g.create_array("clip_id", shape=(n,), chunks=(max(n, 1),), dtype=str, fill_value="")
     g["clip_id"][:] = np.asarray(clip_ids, dtype=str)
     g.create_array("status", shape=(n,), chunks=(shard_rows,), dtype="uint8", fill_value=PENDING)
@@ -157,7 +185,12 @@ def create_store(
             **attrs,
         }
     )
-    return SignalsStore(p, g)
+    try:
+        os.rename(building, p)  # an empty folder at p is replaced; anything else raises
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+        raise StoreError(f"{p} appeared while the store was being created; refusing to overwrite it") from None
+    return SignalsStore(p, zarr.open_group(str(p), mode="r+"))
 
 
 def open_store(path: str | Path, mode: str = "r") -> SignalsStore:

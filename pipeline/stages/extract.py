@@ -263,9 +263,14 @@ def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, dev
         pool = ActorPool(actors)
         total = sum(b - a for a, b, _ in jobs)
         with progress(total=total, desc="extract-teachers", unit="clip") as bar:
-            for res in pool.map_unordered(lambda actor, job: actor.run_shard.remote(*job), jobs):
-                bar.update(res["stop"] - res["start"])
-                bar.set_postfix(failed=len(res["errors"]), refresh=False)
+            try:
+                for res in pool.map_unordered(lambda actor, job: actor.run_shard.remote(*job), jobs):
+                    bar.update(res["stop"] - res["start"])
+                    bar.set_postfix(failed=len(res["errors"]), refresh=False)
+            except ray.exceptions.RayTaskError as e:
+                if isinstance(e.cause, PipelineError):  # e.g. a full disk: its one line, not Ray's traceback
+                    raise e.cause from None
+                raise
     finally:
         if started_here:
             ray.shutdown()
