@@ -227,3 +227,19 @@ def test_import_of_an_export_reproduces_the_store(release):
         ra, rb = a.read_row(i), b.read_row(i)
         for name in ("frame_time", "ego/logits", "object/logits", "handobj/boxes"):
             np.testing.assert_array_equal(ra[name], rb[name], err_msg=name)
+
+
+def test_npy_as_a_list_of_pairs_reads_as_the_frames_by_pairs_array(tmp_path):
+    """np.save of per-frame tuples can give [frames, 2] (numpy splits the pairs) or [frames] of tuples."""
+    from pipeline.stages.egoexo_release import load_release_npy
+
+    by_pairs = _detections(3, {1: (OBJECT_AT_7, HAND_AT_7)})
+    tuples = np.empty(3, dtype=object)
+    for i in range(3):
+        tuples[i] = tuple(by_pairs[i])
+    np.save(tmp_path / "pairs.npy", by_pairs, allow_pickle=True)
+    np.save(tmp_path / "tuples.npy", tuples, allow_pickle=True)
+    a, b = load_release_npy(tmp_path / "pairs.npy"), load_release_npy(tmp_path / "tuples.npy")
+    assert a[0] == b[0] == (None, None) and len(a) == len(b) == 3
+    np.testing.assert_array_equal(a[1][1], np.float32([HAND_AT_7]))
+    np.testing.assert_array_equal(b[1][0], np.float32([OBJECT_AT_7]))
