@@ -163,6 +163,30 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signals_import(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from pipeline.stages.egoexo_release import import_egoexo, parse_frame_size
+
+    result = import_egoexo(
+        args.manifest, args.out, ego_file=args.ego, object_file=args.object, handobj_dir=args.handobj,
+        video_root=args.video_root, native_fps=args.native_fps, frame_size=parse_frame_size(args.frame_size),
+        manifest_format=args.format, classes=args.classes, frame_rate=args.frame_rate, max_frames=args.max_frames,
+        max_boxes=args.max_boxes,
+    )
+    _print_result("import-egoexo", asdict(result))
+    return 0
+
+
+def cmd_signals_export(args: argparse.Namespace) -> int:
+    from pipeline.stages.egoexo_release import export_egoexo, parse_frame_size
+
+    done = export_egoexo(args.store, args.manifest, args.out, video_root=args.video_root, native_fps=args.native_fps,
+                         frame_size=parse_frame_size(args.frame_size), manifest_format=args.format, classes=args.classes)
+    _print_result("export-egoexo", done)
+    return 0
+
+
 def cmd_student_list(args: argparse.Namespace) -> int:
     from student.backbones import PUBLISHED_PARAMS, count_parameters, list_backbones
 
@@ -316,6 +340,61 @@ def build_parser() -> argparse.ArgumentParser:
                          "(PySlowFast / PyTorchVideo model zoo; '-' where none is published).",
                          epilog="example:\n  pipeline student list", formatter_class=fmt)
     sl.set_defaults(func=cmd_student_list)
+
+    sg = sub.add_parser("signals", help="the Ego-Exo release's precomputed signals to and from a signals store",
+                        description="Move teacher signals between a signals store and the Ego-Exo release's files "
+                        "(k400_ego_predicts.pkl, k400_IN_predicts.pkl, k400_handobj_predicts/<video>.npy).")
+    sgsub = sg.add_subparsers(dest="signals_command", required=True, metavar="COMMAND")
+    si = sgsub.add_parser(
+        "import-egoexo", help="write a signals store from the release's files, aligned to a manifest",
+        description="Write a signals store for MANIFEST from the Ego-Exo release's files, so a student can be "
+        "trained without running the teachers. Pickles are read with a restricted unpickler (numpy arrays, "
+        "numbers, strings, containers); a file asking for anything else is refused by name and nothing in it runs. "
+        "Clips are found by their manifest path (a PySlowFast train list gives the release's keys exactly) or "
+        "by video file name. Teacher frames are taken every 1/--frame-rate s as extract-teachers samples them, "
+        "each the native frame on screen then; boxes become 0-1 of the frame. Rows the release lacks are marked "
+        "failed with the reason.",
+        epilog="examples:\n  pipeline signals import-egoexo --ego aux/k400_ego_predicts.pkl --object aux/k400_IN_predicts.pkl \\\n"
+        "      --handobj aux/k400_handobj_predicts --manifest k400/train.csv --video-root k400/videos --out k400.zarr\n"
+        "  pipeline signals import-egoexo --ego aux/k400_ego_predicts.pkl --manifest train.csv \\\n"
+        "      --native-fps 30 --frame-size 340x256 --out k400-ego.zarr\n"
+        "  pipeline inspect k400.zarr --verify",
+        formatter_class=fmt)
+    si.add_argument("--ego", metavar="PKL", help="k400_ego_predicts.pkl: {train-list path: 2 exo/ego logits}")
+    si.add_argument("--object", metavar="PKL", help="k400_IN_predicts.pkl: {train-list path: 1000 ImageNet logits}")
+    si.add_argument("--handobj", metavar="DIR", help="folder of <video>.npy 100DOH detections, one entry per native frame")
+    si.add_argument("--manifest", required=True, help="the clips to import, in store row order")
+    si.add_argument("--out", required=True, help="the signals store to write (a new .zarr folder)")
+    si.add_argument("--video-root", help="videos, for each one's frame rate and size (what the release's frame "
+                    "indices and pixel boxes refer to)")
+    si.add_argument("--native-fps", type=float, help="without --video-root: every video's frame rate")
+    si.add_argument("--frame-size", metavar="WxH", help="without --video-root: every video's frame size, e.g. 340x256")
+    si.add_argument("--frame-rate", type=float, default=4.0, help="teacher frames per second in the store (default: 4)")
+    si.add_argument("--max-frames", type=int, default=40, help="teacher frames kept per clip (default: 40)")
+    si.add_argument("--max-boxes", type=int, default=8, help="detections kept per frame, best score first (default: 8)")
+    si.add_argument("--format", default="auto", help="manifest format: auto (default), kinetics, pyslowfast, generic, ...")
+    si.add_argument("--classes", help="class list file (default: the dataset's shipped list)")
+    si.set_defaults(func=cmd_signals_import)
+    se = sgsub.add_parser(
+        "export-egoexo", help="write the release's file layout from a signals store",
+        description="Write k400_ego_predicts.pkl, k400_IN_predicts.pkl (keys: the manifest's paths as written; per "
+        "video the mean logits over its frames) and k400_handobj_predicts/<video>.npy (per native frame the "
+        "detections of the store's nearest teacher frame, in pixels; offset and hand side columns NaN) from the "
+        "store's completed rows, into an empty folder OUT.",
+        epilog="examples:\n  pipeline signals export-egoexo --store k400.zarr --manifest k400/train.csv "
+        "--video-root k400/videos --out aux\n"
+        "  pipeline signals export-egoexo --store demo-run/signals/kinetics.zarr "
+        "--manifest demo-run/world/kinetics/kinetics_demo.csv --native-fps 15 --frame-size 160x120 --out demo-aux",
+        formatter_class=fmt)
+    se.add_argument("--store", required=True)
+    se.add_argument("--manifest", required=True, help="the manifest the store was written for")
+    se.add_argument("--out", required=True, help="folder to write (must be empty or new)")
+    se.add_argument("--video-root", help="videos, for each one's frame rate, size and frame count")
+    se.add_argument("--native-fps", type=float, help="without --video-root: every video's frame rate")
+    se.add_argument("--frame-size", metavar="WxH", help="without --video-root: every video's frame size")
+    se.add_argument("--format", default="auto", help="manifest format (default: auto)")
+    se.add_argument("--classes", help="class list file (default: the dataset's shipped list)")
+    se.set_defaults(func=cmd_signals_export)
 
     ins = sub.add_parser("inspect", help="summarise, verify or picture a signals store (dask)",
                          description="Summarise a signals store with dask: arrays, provenance, status counts and "
