@@ -279,3 +279,14 @@ def test_teacher_writes_store_rows_of_the_frame(converted):
     assert k > 0
     np.testing.assert_allclose(rows[0, 0, :k, :4], found["boxes"][:k] / [48, 32, 48, 32], atol=1e-6)
     np.testing.assert_allclose(rows[0, 0, :k, 4:], np.c_[found["scores"][:k], np.zeros(k), np.full(k, 3)], atol=1e-6)
+
+
+def test_cli_convert_reports_a_missing_file_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["teachers", "convert", str(tmp_path / "faster_rcnn_1_8_132028.pth"), "--format", "100doh",
+                 "--out", str(tmp_path / "o.pt"), "--hand-threshold", "0.7"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "faster_rcnn_1_8_132028.pth: file not found" in err[0] and "ddshan" in err[0]
+    assert main(["teachers", "convert", "m.pkl", "--format", "detectron2", "--out", "o.pt", "--nms-threshold", "0.5"]) == 1
+    assert "--nms-threshold applies to --format 100doh only" in capsys.readouterr().err

@@ -94,10 +94,8 @@ def build_fasterrcnn(layout: str, depth: int, num_classes: int, **kwargs: Any) -
     """torchvision Faster R-CNN shaped like detectron2's R{depth}-{layout} (``num_classes`` without
     background); Caffe-style ResNet with frozen BatchNorm, RGB input normalised as detectron2's BGR."""
     resnet = caffe_resnet(depth, norm_layer=FrozenBatchNorm2d)
-    common = dict(
-        num_classes=None, image_mean=[m / 255 for m in PIXEL_MEAN_BGR[::-1]], image_std=[1 / 255] * 3,
-        min_size=800, max_size=1333, **kwargs,
-    )
+    common = dict(num_classes=None, image_mean=[m / 255 for m in PIXEL_MEAN_BGR[::-1]], image_std=[1 / 255] * 3,
+                  min_size=800, max_size=1333) | kwargs  # detectron2's test resize
     if layout == "fpn":
         backbone = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [256, 512, 1024, 2048], 256,
                                    extra_blocks=LastLevelMaxPool())
