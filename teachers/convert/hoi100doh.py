@@ -46,9 +46,10 @@ def read_100doh(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def load_100doh_state(model: torch.nn.Module, weights: dict[str, Any], path: str | os.PathLike) -> None:
-    """Load ``weights`` into ``model`` strictly; the first key that does not fit is named in the error."""
-    expected = model.state_dict()
+def check_100doh_state(weights: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse ``weights`` unless they fill the 100DOH model exactly; the first key that does not fit is named."""
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        expected = hoi100doh.build().state_dict()
     for name, value in weights.items():
         if name not in expected:
             raise TeacherWeightsError(path, f"key {name!r} has no place in the 100DOH model (left over; "
@@ -59,7 +60,6 @@ def load_100doh_state(model: torch.nn.Module, weights: dict[str, Any], path: str
     missing = [k for k in expected if k not in weights and not k.endswith("num_batches_tracked")]
     if missing:
         raise TeacherWeightsError(path, f"key {missing[0]!r} missing from the checkpoint ({len(missing)} missing in all)")
-    model.load_state_dict({**expected, **weights})
 
 
 def convert_100doh(src: str | os.PathLike, out: str | os.PathLike, *, hand_threshold: float = 0.5,
@@ -68,8 +68,9 @@ def convert_100doh(src: str | os.PathLike, out: str | os.PathLike, *, hand_thres
     """Convert the checkpoint at ``src`` into our teacher file ``out`` (kind ``hoi100doh``); thresholds and
     the resize (short side, long-side cap) go into its metadata, defaults as the authors' demo.py."""
     ckpt = read_100doh(src)
+    check_100doh_state(ckpt["model"], src)
     model = hoi100doh.build()
-    load_100doh_state(model, ckpt["model"], src)
+    model.load_state_dict({**model.state_dict(), **ckpt["model"]})  # num_batches_tracked may be absent
     thresholds = hoi100doh.Thresholds(hand_threshold, object_threshold, nms_threshold)
     source = {"format": "100doh", "file": str(Path(src).resolve()), "sha256": file_sha256(src),
               **{k: ckpt[k] for k in ("session", "epoch") if isinstance(ckpt.get(k), int)}}
