@@ -212,6 +212,22 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teachers_convert(args: argparse.Namespace) -> int:
+    from teachers.base import TeacherWeightsError
+    from teachers.convert import CONVERTERS
+
+    options = {k: v for k, v in (("hand_threshold", args.hand_threshold), ("object_threshold", args.object_threshold),
+                                 ("nms_threshold", args.nms_threshold)) if v is not None}
+    if options and args.format != "100doh":
+        raise PipelineError(f"--{next(iter(options)).replace('_', '-')} applies to --format 100doh only")
+    try:
+        done = CONVERTERS[args.format](args.weights, args.out, **options)
+    except TeacherWeightsError as e:
+        raise PipelineError(str(e)) from None
+    print(", ".join(f"{k} {v}" for k, v in done.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -395,6 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--format", default="auto", help="manifest format (default: auto)")
     se.add_argument("--classes", help="class list file (default: the dataset's shipped list)")
     se.set_defaults(func=cmd_signals_export)
+
+    te = sub.add_parser("teachers", help="teacher weights: convert", description="Teacher weights.")
+    tsub = te.add_subparsers(dest="teachers_command", required=True, metavar="COMMAND")
+    tc = tsub.add_parser("convert", help="convert a 100DOH or detectron2 checkpoint (strict: every tensor placed)",
+                         description="Convert published detector weights. --format 100doh: the 100 Days of Hands "
+                         "checkpoint (faster_rcnn_1_8_132028.pth) into a 'hoi100doh' teacher file for "
+                         "teachers.handobj of extract-teachers. --format detectron2: a model-zoo Faster R-CNN "
+                         "R50/R101 C4/FPN (.pkl, read without running code, or .pth) into a torchvision Faster "
+                         "R-CNN file (teachers.convert.detectron2.load_converted). A tensor with no place, or a "
+                         "place without a tensor, is an error naming the key.",
+                         epilog="examples:\n  pipeline teachers convert faster_rcnn_1_8_132028.pth --format 100doh --out hoi100doh.pt\n"
+                         "  pipeline teachers convert model_final_b275ba.pkl --format detectron2 --out r50_fpn.pt",
+                         formatter_class=fmt)
+    tc.add_argument("weights", metavar="IN", help="checkpoint to read")
+    tc.add_argument("--format", required=True, choices=["100doh", "detectron2"])
+    tc.add_argument("--out", required=True, help="file to write")
+    for flag, default in (("--hand-threshold", 0.5), ("--object-threshold", 0.5), ("--nms-threshold", 0.3)):
+        tc.add_argument(flag, type=float, help=f"100doh: stored in the teacher file (default {default}, as their demo.py)")
+    tc.set_defaults(func=cmd_teachers_convert)
 
     ins = sub.add_parser("inspect", help="summarise, verify or picture a signals store (dask)",
                          description="Summarise a signals store with dask: arrays, provenance, status counts and "

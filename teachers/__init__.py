@@ -13,7 +13,7 @@ from teachers.base import (
     register_teacher,
     save_teacher,
 )
-from teachers import ego, handobj, objects  # noqa: E402,F401  (registers "ego", "handobj", "object")
+from teachers import ego, handobj, hoi100doh, objects  # noqa: E402,F401  (registers "ego", "handobj", "hoi100doh", "object")
 
 __all__ = [
     "InputSpec",
@@ -21,6 +21,7 @@ __all__ = [
     "TeacherWeightsError",
     "ego",
     "handobj",
+    "hoi100doh",
     "list_teachers",
     "load_teacher",
     "objects",

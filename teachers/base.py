@@ -359,7 +359,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
         raise TeacherWeightsError(
             path,
             f"not an egoexo teacher file (format {found!r}, expected {WEIGHTS_FORMAT!r}); torchvision state "
-            "dicts and detectron2 checkpoints go through the converters in teachers.objects / teachers.handobj",
+            "dicts go through teachers.objects; 100DOH and detectron2 checkpoints through 'pipeline teachers convert'",
         )
     for key in ("kind", "arch", "arch_kwargs", "state_dict", "meta"):
         if key not in payload:

@@ -1,4 +1,5 @@
-"""Interaction-Map teacher: a hand-object detector with a hand contact-state head.
+"""Interaction-Map teacher: a hand-object detector with a hand contact-state head (the demo's small one;
+the authors' released 100DOH detector itself is ``teachers.hoi100doh``).
 
 The paper uses Shan et al.'s "100 Days of Hands" detector (hands, their contact
 state, in-contact objects). detectron2 cannot be installed here, so detection
@@ -26,12 +27,8 @@ rows of score 0 are padding (objects always have contact 0).
 """
 from __future__ import annotations
 
-import logging
 import math
-import os
-import pickle
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,7 +45,6 @@ from teachers.base import (
     InputSpec,
     Progress,
     Teacher,
-    TeacherWeightsError,
     check_batch,
     make_optimizer,
     register_teacher,
@@ -56,7 +52,6 @@ from teachers.base import (
     to_tensor,
 )
 
-log = logging.getLogger(__name__)
 
 CLASSES = ("hand", "object")  # kind 0, 1; detector label = kind + 1 (0 is background)
 CONTACT_STATES = ("no_contact", "self", "other_person", "portable_object", "stationary_object")
@@ -355,9 +350,12 @@ class HandObjectTeacher(Teacher):
         valid = np.isfinite(times)
         boxes = np.zeros((*times.shape, self.max_boxes, 7), np.float32)
         if valid.any():
-            found = detect(self.model, frames[valid], size=self.spec.size, max_batch=max_batch)
-            boxes[valid] = pack_boxes(found, self.max_boxes)
+            boxes[valid] = pack_boxes(self.detect_frames(frames[valid], max_batch), self.max_boxes)
         return {"handobj/boxes": boxes}
+
+    def detect_frames(self, frames: np.ndarray, max_batch: int) -> list[dict[str, np.ndarray]]:
+        """:func:`detect`'s output (boxes in 0-1 of the frame) for uint8 RGB frames [N, H, W, 3]."""
+        return detect(self.model, frames, size=self.spec.size, max_batch=max_batch)
 
 
 def make_meta(spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:
@@ -511,109 +509,3 @@ def _match(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> np.ndarray
         if candidates[j] >= iou_threshold:
             matched[i], taken[j] = j, True
     return matched
-
-
-# ---------------------------------------------------------------- detectron2 checkpoints
-
-
-# detectron2 name prefix -> torchvision FasterRCNN name prefix (RPN, box head, box predictor).
-_DETECTRON2_NAMES = {
-    "proposal_generator.rpn_head.conv": "rpn.head.conv.0.0",
-    "proposal_generator.rpn_head.objectness_logits": "rpn.head.cls_logits",
-    "proposal_generator.rpn_head.anchor_deltas": "rpn.head.bbox_pred",
-    "roi_heads.box_head.fc1": "roi_heads.box_head.fc6",
-    "roi_heads.box_head.fc2": "roi_heads.box_head.fc7",
-    "roi_heads.box_predictor.cls_score": "roi_heads.box_predictor.cls_score",
-    "roi_heads.box_predictor.bbox_pred": "roi_heads.box_predictor.bbox_pred",
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """A model-zoo pickle holds only dicts of numpy arrays; refusing every other global keeps
-    a hostile file from running code when it is read."""
-
-    _ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar", "OrderedDict"}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if name in self._ALLOWED and (module.startswith("numpy") or module == "collections"):
-            if module.startswith("numpy.core"):  # pickles written by numpy 1.x
-                module = module.replace("numpy.core", "numpy._core", 1)
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a checkpoint")
-
-
-def _read_detectron2(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        if Path(path).suffix == ".pkl":
-            with open(path, "rb") as f:
-                ckpt = _NumpyOnlyUnpickler(f, encoding="latin1").load()  # Detectron1-era pickles are py2
-        else:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/torch raise several unrelated types for a bad file
-        raise TeacherWeightsError(path, f"not a readable detectron2 checkpoint ({type(e).__name__}: {e})") from e
-    model = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(model, dict):
-        raise TeacherWeightsError(path, "no 'model' dict of named weights")
-    return model
-
-
-def convert_detectron2_checkpoint(path: str | os.PathLike, *, anchor_sizes_per_level: int = 1) -> dict[str, Tensor]:
-    """Map a detectron2 Faster R-CNN checkpoint (model-zoo ``.pkl`` of numpy arrays, or a training
-    ``.pth``) onto torchvision ``FasterRCNN`` parameter names.
-
-    Mapped: the RPN head (``rpn.head.conv.0.0`` / ``cls_logits`` / ``bbox_pred``), the
-    two-FC box head (``fc1/fc2`` -> ``fc6/fc7``) and the box predictor. Load the result with
-    ``detector.load_state_dict(sd, strict=False)`` (or ``HandObjectDetector.detector``).
-
-    Rearranged on the way:
-    * ``cls_score``: detectron2 puts background LAST, torchvision FIRST -> rows rotated.
-    * ``bbox_pred``: detectron2 has 4 rows per foreground class (none for background);
-      torchvision has 4 per class including background -> 4 zero rows prepended
-      (torchvision never uses them). Class-agnostic (4 rows) is tiled to every class.
-    * RPN outputs: detectron2 orders cell anchors size-major, torchvision's
-      AnchorGenerator ratio-major; with ``anchor_sizes_per_level`` > 1 (C4 models: 5
-      sizes on one level) the per-anchor rows are permuted. FPN models have one size
-      per level, where both orders agree.
-
-    NOT mapped (logged): the backbone (``backbone.bottom_up.*`` ResNet with detectron2's
-    stride-in-1x1 and BGR 0-255 input, ``backbone.fpn_*``), C4 box heads (``roi_heads.res5``),
-    mask/keypoint heads. Also differing and not fixable by renaming: detectron2's
-    ROIAlignV2 is ``aligned=True`` (torchvision's MultiScaleRoIAlign is not), and its
-    pixel mean/std are BGR in 0-255 -- set the detector's ``image_mean/std`` to match.
-    """
-    weights = _read_detectron2(path)
-    out: dict[str, Tensor] = {}
-    unmapped = []
-    for name, value in weights.items():
-        prefix, _, leaf = name.rpartition(".")
-        if prefix not in _DETECTRON2_NAMES or leaf not in ("weight", "bias"):
-            unmapped.append(name)
-            continue
-        out[f"{_DETECTRON2_NAMES[prefix]}.{leaf}"] = torch.as_tensor(np.asarray(value)).clone()
-
-    for leaf in ("weight", "bias"):
-        cls_key, box_key = f"roi_heads.box_predictor.cls_score.{leaf}", f"roi_heads.box_predictor.bbox_pred.{leaf}"
-        if cls_key in out:
-            cls = out[cls_key]
-            out[cls_key] = torch.cat([cls[-1:], cls[:-1]])  # background last -> first
-            if box_key in out:
-                box = out[box_key]
-                num_classes = cls.shape[0]  # including background
-                if box.shape[0] == 4:  # class-agnostic regression
-                    out[box_key] = box.repeat(num_classes, *[1] * (box.dim() - 1))
-                else:
-                    out[box_key] = torch.cat([torch.zeros_like(box[:4]), box])
-        for key, per_anchor in (("rpn.head.cls_logits", 1), ("rpn.head.bbox_pred", 4)):
-            key = f"{key}.{leaf}"
-            if key in out and anchor_sizes_per_level > 1:
-                out[key] = _size_major_to_ratio_major(out[key], anchor_sizes_per_level, per_anchor)
-    if unmapped:
-        log.info("detectron2 checkpoint %s: %d tensors not mapped, e.g. %s", path, len(unmapped), unmapped[:5])
-    return out
-
-
-def _size_major_to_ratio_major(t: Tensor, num_sizes: int, per_anchor: int) -> Tensor:
-    """Rows ordered (size, ratio, per_anchor) -> (ratio, size, per_anchor)."""
-    num_ratios = t.shape[0] // (num_sizes * per_anchor)
-    rest = t.shape[1:]
-    return t.reshape(num_sizes, num_ratios, per_anchor, *rest).transpose(0, 1).reshape(t.shape)

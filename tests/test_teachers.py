@@ -64,7 +64,7 @@ def _times(b: int, f: int, valid: list[int]) -> np.ndarray:
 
 
 def test_registry_lists_every_kind_and_refuses_duplicates():
-    assert teachers.list_teachers() == KINDS
+    assert teachers.list_teachers() == sorted([*KINDS, "hoi100doh"])  # hoi100doh: test_teachers_hoi100doh.py
     assert base.teacher_class("ego") is ego.EgoTeacher
     with pytest.raises(ValueError, match="already registered"):
         teachers.register_teacher("ego")(ego.EgoTeacher)
