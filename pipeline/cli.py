@@ -172,6 +172,27 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teachers_list(args: argparse.Namespace) -> int:
+    from teachers.base import list_teachers, teacher_class
+
+    for kind in list_teachers():
+        info = teacher_class(kind).describe()
+        print(f"{kind}: {info['summary']}")
+        for key in ("architectures", "input", "weights"):
+            print(f"  {key:<14}{info[key]}")
+    print("\nuse one: pipeline run extract-teachers ... teachers.KIND=FILE_OR_NAME; try them: pipeline teachers check --config F")
+    return 0
+
+
+def cmd_teachers_check(args: argparse.Namespace) -> int:
+    from pipeline.stages import load_stage_config
+    from pipeline.teachers_check import check_teachers, format_checks
+
+    cfg = load_stage_config("extract-teachers", args.config, args.overrides)
+    print(format_checks(*check_teachers(cfg)))
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from pipeline.recipes import RECIPES, recipe_path
 
@@ -315,6 +336,27 @@ def build_parser() -> argparse.ArgumentParser:
                          "(PySlowFast / PyTorchVideo model zoo; '-' where none is published).",
                          epilog="example:\n  pipeline student list", formatter_class=fmt)
     sl.set_defaults(func=cmd_student_list)
+
+    te = sub.add_parser("teachers", help="teacher models: list the kinds, check a configuration",
+                        description="Teacher models (stage 1).")
+    tsub = te.add_subparsers(dest="teachers_command", required=True, metavar="COMMAND")
+    tl = tsub.add_parser("list", help="registered teacher kinds: architectures, input, weight formats",
+                         description="List the registered teacher kinds: what each computes, its architectures, the "
+                         "input it takes (frames per window, size, frame rate, preprocessing) and the weights it reads.",
+                         epilog="example:\n  pipeline teachers list", formatter_class=fmt)
+    tl.set_defaults(func=cmd_teachers_list)
+    tc = tsub.add_parser("check", help="load the configured teachers and run them on one clip",
+                         description="Load every teacher an extract-teachers config names, run them on the first clip "
+                         "of its manifest that decodes (at the video's own size; each teacher resizes for itself) "
+                         "and print each output's shape and dtype, the store dtype, the device, the weights' dtype "
+                         "and the milliseconds per frame (after a one-frame warm-up). Exit 1 when a weights file is "
+                         "missing, no clip decodes, or an output's shape is not what the store expects.",
+                         epilog="examples:\n  pipeline teachers check --config demo-run/configs/extract-teachers.yaml\n"
+                         "  pipeline teachers check --config cfg.yaml teachers.object=resnet152:IMAGENET1K_V2 device=cuda",
+                         formatter_class=fmt)
+    tc.add_argument("--config", required=True, help="extract-teachers YAML config")
+    tc.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_frames=8")
+    tc.set_defaults(func=cmd_teachers_check)
 
     ins = sub.add_parser("inspect", help="summarise, verify or picture a signals store (dask)",
                          description="Summarise a signals store with dask: arrays, provenance, status counts and "
