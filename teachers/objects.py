@@ -213,12 +213,13 @@ def imagenet_classes() -> list[str]:
 
 def torchvision_weights(arch: str, name: str | None = None) -> torchvision.models.WeightsEnum:
     """torchvision's weights ``name`` for classifier ``arch`` (``IMAGENET1K_V2``; None or ``DEFAULT``: its default)."""
+    name = name or "DEFAULT"
     if arch not in torchvision_classifiers():
         raise TeacherWeightsError(f"{arch}:{name}", f"{arch!r} is not a torchvision classifier; they are: "
                                   f"{', '.join(torchvision_classifiers())}")
     enum = torchvision.models.get_model_weights(arch)
     try:
-        return enum[name or "DEFAULT"]
+        return enum[name]
     except KeyError:
         raise TeacherWeightsError(f"{arch}:{name}", f"torchvision has no {name!r} weights for {arch}; it has "
                                   f"{', '.join(w.name for w in enum)} (and DEFAULT)") from None
