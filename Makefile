@@ -27,6 +27,7 @@ test-faults: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_reader.py
 	$(BIN)/python benchmarks/bench_frame_cache.py
+	$(BIN)/python benchmarks/bench_teachers.py --quick
 
 clean:
 	rm -rf demo-run .pytest_cache

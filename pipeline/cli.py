@@ -197,6 +197,27 @@ def cmd_student_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teachers_list(args: argparse.Namespace) -> int:
+    from teachers.base import list_teachers, teacher_class
+
+    for kind in list_teachers():
+        info = teacher_class(kind).describe()
+        print(f"{kind}: {info['summary']}")
+        for key in ("architectures", "input", "weights"):
+            print(f"  {key:<14}{info[key]}")
+    print("\nuse one: pipeline run extract-teachers ... teachers.KIND=FILE_OR_NAME; try them: pipeline teachers check --config F")
+    return 0
+
+
+def cmd_teachers_check(args: argparse.Namespace) -> int:
+    from pipeline.stages import load_stage_config
+    from pipeline.teachers_check import check_teachers, format_checks
+
+    cfg = load_stage_config("extract-teachers", args.config, args.overrides)
+    print(format_checks(*check_teachers(cfg)))
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from pipeline.recipes import RECIPES, recipe_path
 
@@ -412,8 +433,26 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--classes", help="class list file (default: the dataset's shipped list)")
     se.set_defaults(func=cmd_signals_export)
 
-    te = sub.add_parser("teachers", help="teacher weights: convert", description="Teacher weights.")
+    te = sub.add_parser("teachers", help="teacher models: list the kinds, check a configuration, convert published weights",
+                        description="Teacher models (stage 1).")
     tsub = te.add_subparsers(dest="teachers_command", required=True, metavar="COMMAND")
+    tl = tsub.add_parser("list", help="registered teacher kinds: architectures, input, weight formats",
+                         description="List the registered teacher kinds: what each computes, its architectures, the "
+                         "input it takes (frames per window, size, frame rate, preprocessing) and the weights it reads.",
+                         epilog="example:\n  pipeline teachers list", formatter_class=fmt)
+    tl.set_defaults(func=cmd_teachers_list)
+    tk = tsub.add_parser("check", help="load the configured teachers and run them on one clip",
+                         description="Load every teacher an extract-teachers config names, run them on the first clip "
+                         "of its manifest that decodes (at the video's own size; each teacher resizes for itself) "
+                         "and print each output's shape and dtype, the store dtype, the device, the weights' dtype "
+                         "and the milliseconds per frame (after a one-frame warm-up). Exit 1 when a weights file is "
+                         "missing, no clip decodes, or an output's shape is not what the store expects.",
+                         epilog="examples:\n  pipeline teachers check --config demo-run/configs/extract-teachers.yaml\n"
+                         "  pipeline teachers check --config cfg.yaml teachers.object=resnet152:IMAGENET1K_V2 device=cuda",
+                         formatter_class=fmt)
+    tk.add_argument("--config", required=True, help="extract-teachers YAML config")
+    tk.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_frames=8")
+    tk.set_defaults(func=cmd_teachers_check)
     tc = tsub.add_parser("convert", help="convert a 100DOH or detectron2 checkpoint (strict: every tensor placed)",
                          description="Convert published detector weights. --format 100doh: the 100 Days of Hands "
                          "checkpoint (faster_rcnn_1_8_132028.pth) into a 'hoi100doh' teacher file for "

@@ -12,6 +12,7 @@ from teachers.base import (
     load_teacher,
     register_teacher,
     save_teacher,
+    source_kind,
 )
 from teachers import ego, handobj, hoi100doh, objects  # noqa: E402,F401  (registers "ego", "handobj", "hoi100doh", "object")
 
@@ -27,4 +28,5 @@ __all__ = [
     "objects",
     "register_teacher",
     "save_teacher",
+    "source_kind",
 ]

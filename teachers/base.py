@@ -29,6 +29,7 @@ import json
 import math
 import os
 import pickle
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.errors import PipelineError
+
 WEIGHTS_FORMAT = "egoexo-teacher/1"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,8 +51,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Progress = Callable[[int, int, float], None]
 
 
-class TeacherWeightsError(ValueError):
-    """A weights file that is not a teacher file of ours, or is corrupt, or does not fit its architecture."""
+class TeacherWeightsError(PipelineError, ValueError):
+    """A weights file that is missing, not a teacher file of ours, corrupt, or does not fit its architecture
+    (a PipelineError: the CLI prints it as one line)."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path = str(path)
@@ -266,6 +270,35 @@ class Teacher(abc.ABC):
     def output_shapes(self, num_frames: int) -> dict[str, tuple[tuple[int, ...], str]]:
         """Per-clip shape tail and store dtype of each output, for a clip of ``num_frames`` teacher frames."""
 
+    @classmethod
+    def claims_source(cls, source: str) -> bool:
+        """Whether ``source`` (not a file) names weights this kind loads by name, e.g. ``resnet152:IMAGENET1K_V2``."""
+        return False
+
+    @classmethod
+    def from_source(cls, source: str, device: str | torch.device = "cpu") -> "Teacher":
+        """Load the teacher a claimed ``source`` names (see ``claims_source``)."""
+        raise NotImplementedError(f"{cls.__qualname__} loads no named sources")
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """What ``pipeline teachers list`` prints: summary, architectures, input, weights. This default
+        reads the teacher module's ``ARCHS`` (or ``DEFAULT_ARCH``) and ``DEFAULT_SPEC``."""
+        module = sys.modules[cls.__module__]
+        archs = list(getattr(module, "ARCHS", ())) or [getattr(module, "DEFAULT_ARCH", "?")]
+        spec = getattr(module, "DEFAULT_SPEC", None)
+        if spec is None:
+            shown = "?"
+        else:
+            what = f"clips of {spec.num_frames} frames" if spec.num_frames else "single frames"
+            shown = f"{what} at {spec.frame_rate:g} fps, squashed to {spec.size}x{spec.size} (demo default)"
+        return {
+            "summary": (cls.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+            "architectures": ", ".join(archs),
+            "input": shown,
+            "weights": f"{WEIGHTS_FORMAT} files (ours: 'pipeline run train-teachers', save_teacher)",
+        }
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(arch={self.meta.get('arch')!r}, spec={self.spec}, device={self.device})"
 
@@ -367,8 +400,23 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
     return payload, sha256
 
 
+def source_kind(source: str | os.PathLike) -> str | None:
+    """The teacher kind that loads ``source`` by name (e.g. "object" for ``resnet152:IMAGENET1K_V2``);
+    None for an existing file or a name no kind claims."""
+    if Path(source).is_file():
+        return None
+    return next((kind for kind, cls in _TEACHERS.items() if cls.claims_source(str(source))), None)
+
+
 def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> Teacher:
-    """Load a teacher weights file, rebuilding its architecture from the file's own description."""
+    """Load a teacher weights file, rebuilding its architecture from the file's own description, or
+    a named source a teacher kind claims (``resnet152:IMAGENET1K_V2``: see ``pipeline teachers list``)."""
+    kind = source_kind(path)
+    if kind is not None:
+        return _TEACHERS[kind].from_source(str(path), device)
+    if not Path(path).is_file():
+        raise TeacherWeightsError(path, "no such file (a teacher is a weights file of ours, or a named source such "
+                                  "as resnet152:IMAGENET1K_V2; 'pipeline teachers list' shows them)")
     payload, sha256 = read_weights(path)
     kind, arch, arch_kwargs = payload["kind"], payload["arch"], payload["arch_kwargs"]
     if kind not in _TEACHERS:

@@ -29,20 +29,20 @@ def resnet18_file(tmp_path):
 def test_load_torchvision_classifier_loads_the_saved_weights(resnet18_file, tmp_path):
     path, saved = resnet18_file
     classes = ["a", "b", "c", "d", "e"]
-    teacher = objects.load_torchvision_classifier(path, arch="resnet18", classes=classes, size=96)
+    teacher = objects.load_torchvision_classifier(path, arch="resnet18", classes=classes)
     loaded = teacher.model.state_dict()
     assert loaded.keys() == saved.keys()
     for name, value in saved.items():
         assert torch.equal(loaded[name], value), name
     assert teacher.classes == classes
     assert teacher.meta["weights_sha256"] == file_sha256(path)
-    assert teacher.spec.size == 96 and teacher.spec.mean == IMAGENET_MEAN
+    assert teacher.spec.size == 224 and teacher.spec.mean == IMAGENET_MEAN  # ResNet18_Weights.DEFAULT
     out = teacher.predict(np.zeros((1, 3, 50, 60, 3), np.uint8), np.array([[0, 0.25, np.nan]], np.float32))
     assert out["object/logits"].shape == (1, 3, 5) and np.all(out["object/logits"][0, 2] == 0)
 
     # ...and it can be re-saved in our format and rebuilt from it, giving the same logits
     again = save_teacher(tmp_path / "obj.pt", teacher.model, "object", "resnet18", teacher.meta["arch_kwargs"], teacher.meta)
-    frames = np.random.default_rng(0).integers(0, 256, (1, 2, 96, 96, 3), dtype=np.uint8)
+    frames = np.random.default_rng(0).integers(0, 256, (1, 2, 96, 128, 3), dtype=np.uint8)
     times = np.zeros((1, 2), np.float32)
     np.testing.assert_array_equal(
         load_teacher(again).predict(frames, times)["object/logits"], teacher.predict(frames, times)["object/logits"]

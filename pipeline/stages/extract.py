@@ -27,7 +27,8 @@ NON_FINITE = "non-finite teacher output"  # ... for a row a teacher gave NaN or 
 
 @dataclass
 class TeacherWeights:
-    """Weights files of the teachers to run; leave one empty to skip that signal."""
+    """Weights files of the teachers to run (or named weights, e.g. object: resnet152:IMAGENET1K_V2);
+    leave one empty to skip that signal."""
 
     ego: str | None = None
     object: str | None = None
@@ -78,9 +79,11 @@ class ExtractResult:
 
 
 def _teacher_paths(cfg: ExtractConfig) -> dict[str, str]:
+    from teachers import source_kind
+
     paths = {k: getattr(cfg.teachers, k) for k in TEACHER_KINDS if getattr(cfg.teachers, k)}
     for kind, p in paths.items():
-        if not Path(p).is_file():
+        if not Path(p).is_file() and source_kind(p) != kind:  # a named source, e.g. object: resnet152:IMAGENET1K_V2
             raise PipelineError(f"teachers.{kind}: weights file not found: {p}")
     return paths
 
