@@ -115,7 +115,7 @@ def flip_and_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) 
     """Light augmentation for [B, ..., H, W] batches: random horizontal flip and a random
     translation of up to ``max_shift`` px (replicate-padded crop), drawn per sample."""
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    flip = torch.rand(b, generator=generator) < 0.5
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)  # drawn on the CPU: same draws on any device
     x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
     if max_shift <= 0:
         return x
