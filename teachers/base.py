@@ -23,6 +23,7 @@ store can copy it into its attributes.
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import io
 import json
@@ -118,7 +119,7 @@ def flip_and_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) 
     """Light augmentation for [B, ..., H, W] batches: random horizontal flip and a random
     translation of up to ``max_shift`` px (replicate-padded crop), drawn per sample."""
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    flip = torch.rand(b, generator=generator) < 0.5
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)  # drawn on the CPU: same draws on any device
     x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
     if max_shift <= 0:
         return x
@@ -235,6 +236,20 @@ def _channels_first(x: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the interface
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def float32_outputs(out: Any) -> Any:
+    """``out`` with every floating tensor (inside tuples, lists and dicts too) cast to float32."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: float32_outputs(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(float32_outputs(v) for v in out)
+    return out
+
+
 
 class Teacher(abc.ABC):
     """A loaded teacher: a model in eval mode on ``device`` plus the metadata it came with.
@@ -252,6 +267,26 @@ class Teacher(abc.ABC):
         self.meta = meta
         self.spec = InputSpec.from_dict(meta["spec"])
         self.classes: list[str] = list(meta["classes"])
+        self.precision = "fp32"
+        self._float32_hook = None
+
+    def use_precision(self, precision: str) -> None:
+        """Run later ``autocast()`` blocks in ``precision`` ("bf16", "fp16" or "fp32").
+
+        Half precision applies on a GPU only; on the CPU the teacher stays in fp32. The
+        model's outputs are cast back to float32, so ``predict`` hands numpy float32 on
+        (numpy has no bfloat16).
+        """
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be one of {list(AUTOCAST_DTYPES)}, got {precision!r}")
+        self.precision = precision if self.device.type == "cuda" else "fp32"
+        if self.precision != "fp32" and self._float32_hook is None:
+            self._float32_hook = self.model.register_forward_hook(lambda module, args, out: float32_outputs(out))
+
+    def autocast(self):
+        """Context for ``predict``: autocast in the chosen precision (a no-op in fp32)."""
+        dtype = AUTOCAST_DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     @staticmethod
     @abc.abstractmethod

@@ -1,9 +1,17 @@
 """Ego-Score teacher: a binary ego/exo video classifier (paper: trained on Charades-Ego).
 
-The architecture is torchvision's generic ``VideoResNet`` with narrow widths
-(``width`` x 1, 2, 4, 8 channels) and one block per stage, on short windows of
-``num_frames`` frames at 64x64 -- the small kind of 3D CNN a CPU can train in
-seconds (DESIGN.md section 9). Class 0 is exo (third-person), 1 is ego.
+Two sizes behind one ``build(arch)``, chosen by name (:data:`ARCHS`):
+
+* ``videoresnet_tiny`` (the demo's): torchvision's generic ``VideoResNet`` with narrow
+  widths (``width`` x 1, 2, 4, 8 channels) and one block per stage, on windows of
+  ``num_frames`` frames at 64x64 -- the small kind of 3D CNN a CPU trains in seconds.
+* ``slow_r50`` / ``slow_r101`` (paper size): the PySlowFast Slow 8x8 ResNet of
+  ``student.backbones`` plus a linear ``head.projection``, so a Kinetics checkpoint
+  (PySlowFast ``.pyth``, Caffe2 ``.pkl``) loads by the student's names. Neither the paper
+  nor the Ego-Exo release gives the ego classifier's architecture; the release ships only
+  its outputs (``k400_ego_predicts.pkl``), so this is our choice.
+
+Class 0 is exo (third-person), 1 is ego. Training lives in :mod:`teachers.ego_train`.
 """
 from __future__ import annotations
 
@@ -32,6 +40,10 @@ from teachers.base import (
 CLASSES = ("exo", "ego")
 DEFAULT_ARCH = "videoresnet_tiny"
 DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=64, num_frames=4)
+KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)  # PySlowFast DATA.MEAN / STD
+# Slow 8x8: 8 frames at 224 px. PySlowFast takes every 8th frame of 30 fps video (3.75 fps,
+# 2.1 s); the teachers share one frame rate and the object teacher's is 4 fps, so 4 fps (2 s).
+SLOW_SPEC = InputSpec(frame_rate=4.0, size=224, mean=KINETICS_MEAN, std=KINETICS_STD, num_frames=8)
 
 _CONV_MAKERS = {"3d": Conv3DSimple, "2plus1d": Conv2Plus1D, "2d": Conv3DNoTemporal}
 
@@ -47,7 +59,7 @@ class NarrowStem(nn.Sequential):
         )
 
 
-def build(
+def build_tiny(
     arch: str = DEFAULT_ARCH,
     *,
     width: int = 16,
@@ -56,8 +68,6 @@ def build(
     num_classes: int = len(CLASSES),
 ) -> nn.Module:
     """A VideoResNet with stage widths ``width * (1, 2, 4, 8)`` taking [N, 3, T, H, W] clips."""
-    if arch != DEFAULT_ARCH:
-        raise ValueError(f"unknown ego architecture {arch!r}; known: {DEFAULT_ARCH!r}")
     conv_maker = _CONV_MAKERS[conv]
     # VideoResNet hard-codes 64..512 channels; build it, then swap in narrow stem and stages
     # made by its own _make_layer, so every block is still torchvision's.
@@ -69,6 +79,64 @@ def build(
     model.fc = nn.Linear(width * 8 * BasicBlock.expansion, num_classes)
     _init_like_videoresnet(model)
     return model
+
+
+class ProjectionHead(nn.Module):
+    """Dropout then a linear layer; the module exists so its weight is ``head.projection``."""
+
+    def __init__(self, dim_in: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(dim_in, num_classes)
+        nn.init.normal_(self.projection.weight, std=0.01)  # PySlowFast MODEL.FC_INIT_STD
+        nn.init.zeros_(self.projection.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.dropout(x))
+
+
+class VideoClassifier(nn.Module):
+    """A (Slow / SlowFast) backbone, global average pooling per pathway, ``head.projection``."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.head = ProjectionHead(sum(backbone.out_channels), num_classes, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [f.mean(dim=(2, 3, 4)) for f in self.backbone(x)]
+        return self.head(torch.cat(pooled, dim=1))
+
+
+def build_slow(arch: str, *, num_classes: int = len(CLASSES), dropout: float = 0.5, **backbone_kwargs: Any) -> nn.Module:
+    """The student's PySlowFast backbone ``arch`` (slow_r50, slow_r101) with a ``num_classes`` head."""
+    # The one import of student/ from teachers/: the paper-size ego teacher is the student's
+    # architecture, so Kinetics checkpoints and their names serve both.
+    from student.backbones import create_backbone
+
+    return VideoClassifier(create_backbone(arch, **backbone_kwargs), num_classes, dropout)
+
+
+# name -> (builder, input spec its weights expect by default)
+ARCHS: dict[str, tuple[Any, InputSpec]] = {
+    DEFAULT_ARCH: (build_tiny, DEFAULT_SPEC),
+    "slow_r50": (build_slow, SLOW_SPEC),
+    "slow_r101": (build_slow, SLOW_SPEC),
+}
+
+
+def build(arch: str = DEFAULT_ARCH, **arch_kwargs: Any) -> nn.Module:
+    """The (untrained) ego/exo classifier ``arch`` (see :data:`ARCHS`), taking [N, 3, T, H, W] clips."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown ego architecture {arch!r}; known: {sorted(ARCHS)}")
+    return ARCHS[arch][0](arch, **arch_kwargs)
+
+
+def default_spec(arch: str) -> InputSpec:
+    """The input spec ``arch`` is built for (frame rate, size, normalisation, frames per window)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown ego architecture {arch!r}; known: {sorted(ARCHS)}")
+    return ARCHS[arch][1]
 
 
 def _init_like_videoresnet(model: nn.Module) -> None:

@@ -363,15 +363,15 @@ def test_a_non_finite_teacher_output_fails_only_its_row(weights_files, tmp_path)
     create_store(tmp_path / "s.zarr", ["a", "b", "c"], F, shapes, {}, shard_rows=3)
     worker = ShardWorker({"object": str(weights_files["object"])}, str(tmp_path / "s.zarr"), "cpu", 1, 8)
     (name,) = shapes
-    predict = worker.teachers[0].predict
+    predict = worker.teachers["object"].predict
 
-    def poisoned(frames, frame_time):
-        out = predict(frames, frame_time)
+    def poisoned(frames, frame_time, **kwargs):
+        out = predict(frames, frame_time, **kwargs)
         out[name][0, 0, 0] = np.nan  # the first clip of the batch: row 0
         out[name][2, 1, 1] = 1e6  # finite in float32, inf in the store's float16: row 2
         return out
 
-    worker.teachers[0].predict = poisoned
+    worker.teachers["object"].predict = poisoned
     worker.run_shard(0, 3, [(str(v), 0.0, 2.0, None) for v in videos])
     store = worker.store
     assert store.status().tolist() == [FAILED, OK, FAILED]

@@ -1,14 +1,23 @@
 """Stage 1, ``pipeline run extract-teachers``: run the teachers over a manifest into a signals store.
 
 The driver creates (or reopens) the store, then hands whole shards of rows to Ray
-actors. Each actor loads the teachers once, decodes its shard's clips at the
-teachers' frame rate, predicts, and writes the shard itself (data first, status
-last). Rerunning the same command resumes: shards whose rows are all done are skipped.
+actors. Each actor resolves its device where it runs, loads the teachers once, decodes
+its shard's clips at the teachers' frame rate, predicts, and writes the shard itself
+(data first, status last). Rerunning the same command resumes: shards whose rows are
+all done are skipped.
+
+Device: the config's ``device`` (auto | cpu | cuda[:N]) is resolved inside each actor,
+so a CPU-only head node still gives GPU actors on GPU nodes. The driver only asks Ray
+for GPUs when the device is not ``cpu`` and the cluster has some; ``device=cuda`` on a
+cluster without GPUs starts the actors on CPUs, where each refuses with one message
+naming its host.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +30,7 @@ from pipeline.errors import PipelineError
 from pipeline.stages.common import check_manifest_format, load_table, pick_device, progress, require
 
 TEACHER_KINDS = ("ego", "object", "handobj")
+PRECISIONS = ("bf16", "fp16", "fp32")
 MISSING = "video file not found"  # the store's error text for a row whose video is absent
 NON_FINITE = "non-finite teacher output"  # ... for a row a teacher gave NaN or inf for
 
@@ -36,6 +46,19 @@ class TeacherWeights:
 
 
 @dataclass
+class TeacherBatch:
+    """Forward-pass batch of each teacher: ego windows, object frames, hand-object frames.
+
+    A teacher gathers its windows or frames across all the clips of one predict call
+    (``batch_clips`` clips) and runs them through the model this many at a time.
+    """
+
+    ego: int = 32
+    object: int = 128
+    handobj: int = 16
+
+
+@dataclass
 class ExtractConfig:
     manifest: str = ""
     manifest_format: str = "auto"
@@ -45,11 +68,13 @@ class ExtractConfig:
     teachers: TeacherWeights = field(default_factory=TeacherWeights)
     max_frames: int = 40  # teacher frames kept per clip (10 s at 4 fps)
     shard_rows: int = 32  # rows per unit of work (and per zarr shard)
-    batch_clips: int = 8  # clips per teacher forward pass
+    batch_clips: int = 8  # clips per teacher predict call (their frames are batched together)
+    batch: TeacherBatch = field(default_factory=TeacherBatch)
     workers: int = 2  # Ray actors
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0  # e.g. 1.0 (or 0.25 to pack 4 actors on a GPU) on a cluster
-    device: str = "auto"  # auto | cpu | cuda
+    gpus_per_worker: float = 0.0  # 0: 1 GPU per actor when GPUs are used; 0.25 packs 4 actors on a GPU
+    device: str = "auto"  # auto | cpu | cuda[:N], resolved by each actor where it runs
+    precision: str = "bf16"  # bf16 | fp16 | fp32: autocast dtype of the teachers on a GPU (CPU runs fp32)
     ray_address: str | None = None  # None: start a local Ray instance
     max_failed_fraction: float = 0.05  # undecodable videos tolerated before the run fails
     max_missing_fraction: float = MAX_MISSING_FRACTION  # absent videos tolerated (Kinetics downloads lack 2-13 %)
@@ -65,6 +90,13 @@ class ExtractConfig:
         for key in ("max_frames", "shard_rows", "batch_clips", "workers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"'{key}' must be at least 1")
+        for kind in TEACHER_KINDS:
+            if getattr(self.batch, kind) < 1:
+                raise ValueError(f"'batch.{kind}' must be at least 1")
+        if self.device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", self.device):
+            raise ValueError(f"'device' must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"'precision' must be one of {list(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -95,24 +127,42 @@ def _frames_per_clip(table, fps: float, max_frames: int) -> int:
 
 
 class ShardWorker:
-    """Loads the teachers once; ``run_shard`` decodes, predicts and writes one shard of rows.
+    """Resolves its device and loads the teachers once; ``run_shard`` decodes, predicts and
+    writes one shard of rows.
 
-    Usable without Ray (tests call it directly); the stage wraps it in a Ray actor.
+    Usable without Ray (tests call it directly); the stage builds one inside each Ray actor
+    (:class:`RemoteShardWorker`), so ``device`` is resolved in the process that computes.
+    ``batch`` maps a teacher kind to its forward-pass batch (absent kinds: :class:`TeacherBatch`'s).
     """
 
-    def __init__(self, teacher_paths: dict[str, str], store_path: str, device: str, threads: int, batch_clips: int):
+    def __init__(self, teacher_paths: dict[str, str], store_path: str, device: str = "auto", threads: int = 1,
+                 batch_clips: int = 8, batch: dict[str, int] | None = None, precision: str = "bf16"):
         import torch
 
         from pipeline.io.store import open_store
         from teachers.base import load_teacher
 
+        try:
+            self.device = torch.device(pick_device(device))
+        except PipelineError as e:
+            raise PipelineError(f"extract-teachers worker on host {socket.gethostname()}: {e}; set device=cpu or "
+                                "run on GPU nodes") from None
         torch.set_num_threads(max(1, threads))
-        self.teachers = [load_teacher(p, device=device) for p in teacher_paths.values()]
+        self.teachers = {kind: load_teacher(p, device=self.device) for kind, p in teacher_paths.items()}
+        self.batch = {kind: int((batch or {}).get(kind, getattr(TeacherBatch, kind))) for kind in self.teachers}
+        for teacher in self.teachers.values():
+            teacher.use_precision(precision)
         self.store = open_store(store_path, mode="r+")
-        self.fps = self.teachers[0].spec.frame_rate
-        self.size = max(t.spec.size for t in self.teachers)
+        first = next(iter(self.teachers.values()))
+        self.fps = first.spec.frame_rate
+        self.size = max(t.spec.size for t in self.teachers.values())
         self.num_frames = self.store.num_frames
         self.batch_clips = batch_clips
+
+    def describe(self) -> dict:
+        """Where this worker computes: host, device, autocast dtype and batch of each teacher."""
+        return {"host": socket.gethostname(), "device": str(self.device),
+                "precision": {k: t.precision for k, t in self.teachers.items()}, "batch": dict(self.batch)}
 
     def run_shard(self, start: int, stop: int, clips: list[tuple[str | None, float, float | None, float | None]]) -> dict:
         """``clips``: (video path or None when missing, start, end, frame rate of a frames folder or None)."""
@@ -142,12 +192,13 @@ class ShardWorker:
             status[i] = OK
         arrays = {"frame_time": frame_time}
         ok_rows = np.flatnonzero(status == OK)
-        for teacher in self.teachers:
+        for kind, teacher in self.teachers.items():
             shapes = teacher.output_shapes(F)
             outs = {name: np.zeros((n, *tail), dtype=np.float32) for name, (tail, _) in shapes.items()}
             for b in range(0, len(ok_rows), self.batch_clips):
                 rows = ok_rows[b : b + self.batch_clips]
-                pred = teacher.predict(frames[rows], frame_time[rows])
+                with teacher.autocast():
+                    pred = teacher.predict(frames[rows], frame_time[rows], max_batch=self.batch[kind])
                 for name in outs:
                     outs[name][rows] = pred[name]
             for name, (_, dtype) in shapes.items():
@@ -163,6 +214,19 @@ class ShardWorker:
         return {"start": start, "stop": stop, "ok": int(len(ok_rows)), "errors": [e for e in errors if e]}
 
 
+class RemoteShardWorker:
+    """The Ray actor: builds its :class:`ShardWorker` in ``start``, not in ``__init__``, so an
+    error there (no GPU on this node, unreadable weights) reaches the driver as that error;
+    Ray reports a failed actor constructor only as a dead actor with a traceback in text."""
+
+    def start(self, *args, **kwargs) -> dict:
+        self.worker = ShardWorker(*args, **kwargs)
+        return self.worker.describe()
+
+    def run_shard(self, *job) -> dict:
+        return self.worker.run_shard(*job)
+
+
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` of the rows
     could not be decoded, or more than ``max_missing_fraction`` have no video on disk."""
@@ -176,7 +240,6 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     if not Path(cfg.video_root).is_dir():
         raise PipelineError(f"video root not found: {cfg.video_root}")
     paths = _teacher_paths(cfg)
-    device = pick_device(cfg.device)
     teachers = {kind: load_teacher(p, device="cpu") for kind, p in paths.items()}
     rates = {kind: t.spec.frame_rate for kind, t in teachers.items()}
     if len(set(rates.values())) != 1:
@@ -220,7 +283,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
         for a, b in pending
     ]
     if jobs:
-        _run_on_ray(cfg, paths, store_path, device, jobs)
+        _run_on_ray(cfg, paths, store_path, jobs)
 
     status = store.status()
     reasons = Counter(e for e, s in zip(store.errors(), status) if s == FAILED)
@@ -242,7 +305,15 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     return result
 
 
-def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, device: str, jobs: list) -> None:
+def actor_gpus(cfg: ExtractConfig, cluster_gpus: float) -> float:
+    """GPUs to request per actor: none for ``device=cpu`` or a cluster without GPUs (where a
+    ``cuda`` actor then refuses by itself), else ``gpus_per_worker`` or one."""
+    if cfg.device == "cpu" or cluster_gpus <= 0:
+        return 0.0
+    return cfg.gpus_per_worker or 1.0
+
+
+def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, jobs: list) -> None:
     import ray
     from ray.util import ActorPool
 
@@ -256,13 +327,24 @@ def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, dev
             ncpu = max(os.cpu_count() or 1, int(math.ceil(cfg.workers * cfg.cpus_per_worker)))
             ray.init(num_cpus=ncpu, **kwargs)
     try:
-        gpus = cfg.gpus_per_worker if cfg.gpus_per_worker else (1.0 if device.startswith("cuda") else 0.0)
-        Actor = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=gpus)(ShardWorker)
+        cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+        gpus = actor_gpus(cfg, cluster_gpus)
+        workers = min(cfg.workers, len(jobs))
+        if gpus:  # an actor Ray cannot place would wait forever with its shards
+            workers = max(1, min(workers, int(cluster_gpus // gpus)))
+        Actor = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=gpus)(RemoteShardWorker)
         threads = max(1, int(cfg.cpus_per_worker))
-        actors = [
-            Actor.remote(paths, str(store_path.resolve()), device, threads, cfg.batch_clips)
-            for _ in range(min(cfg.workers, len(jobs)))
-        ]
+        batch = {kind: getattr(cfg.batch, kind) for kind in TEACHER_KINDS}
+        actors = [Actor.remote() for _ in range(workers)]
+        try:
+            placed = ray.get([a.start.remote(paths, str(store_path.resolve()), cfg.device, threads, cfg.batch_clips,
+                                             batch, cfg.precision) for a in actors])
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, PipelineError):
+                raise e.cause from None
+            raise
+        devices = Counter(f"{p['device']} ({p['host']})" for p in placed)
+        print("extract-teachers: workers on " + ", ".join(f"{n} x {d}" for d, n in devices.items()))
         pool = ActorPool(actors)
         total = sum(b - a for a, b, _ in jobs)
         with progress(total=total, desc="extract-teachers", unit="clip") as bar:

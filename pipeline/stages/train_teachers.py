@@ -1,12 +1,17 @@
 """``pipeline run train-teachers``: train the teachers and save their weights with metadata.
 
 The ego/exo classifier needs only a Charades-Ego-format manifest (ids ending in EGO
-are first-person). The object classifier and the hand-object detector need per-frame
-ground truth (boxes, contact, object category), which the demo world provides in
-``ground_truth/<video>.json``; real runs bring ImageNet / 100DOH weights instead.
+are first-person). Its architecture is ``ego.arch``: the demo's ``videoresnet_tiny``, or
+``slow_r50`` / ``slow_r101`` started from a Kinetics checkpoint (``ego.init``) for the
+paper-size teacher; both train through :func:`teachers.ego_train.train_ego` (balanced
+ego/exo sampling, validation accuracy each epoch on held-out pairs, best epoch kept).
+The object classifier and the hand-object detector need per-frame ground truth (boxes,
+contact, object category), which the demo world provides in ``ground_truth/<video>.json``;
+real runs bring ImageNet / 100DOH weights instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,26 @@ class FitSettings:
 
 
 @dataclass
+class EgoFitSettings:
+    """The ego/exo classifier: architecture, its input, and how it trains."""
+
+    arch: str = "videoresnet_tiny"  # or slow_r50 / slow_r101 (paper size)
+    arch_kwargs: dict = field(default_factory=dict)  # builder arguments, e.g. {width: 8} for the tiny one
+    init: str | None = None  # Kinetics checkpoint for slow_r50/r101: PySlowFast .pyth, Caffe2 .pkl, or ours
+    frame_rate: float | None = None  # None: the arch's (4 fps); all teachers of a store share one rate
+    size: int | None = None  # None: the arch's (64 tiny, 224 slow)
+    num_frames: int | None = None  # frames per window; None: the arch's (4 tiny, 8 slow)
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 3e-3
+    windows_per_video: int = 4  # training windows per video of the larger class, per epoch
+    val_fraction: float = 0.15  # of the ego/exo pairs, held out to choose the best epoch
+    preload: bool = True  # decode every video once into memory; false for Charades-Ego at 224 px
+    workers: int = 0  # DataLoader processes decoding windows when not preloaded
+    precision: str = "bf16"  # bf16 | fp32 (bf16 autocast on a GPU only)
+
+
+@dataclass
 class TrainTeachersConfig:
     manifest: str = ""  # Charades-Ego-format training CSV
     test_manifest: str | None = None  # held-out CSV for the reported metrics
@@ -38,7 +63,7 @@ class TrainTeachersConfig:
     teachers: list[str] = field(default_factory=lambda: list(KINDS))
     seed: int = 0
     device: str = "auto"
-    ego: FitSettings = field(default_factory=lambda: FitSettings(epochs=12, batch_size=16, lr=3e-3))
+    ego: EgoFitSettings = field(default_factory=EgoFitSettings)
     object: FitSettings = field(default_factory=lambda: FitSettings(epochs=4, batch_size=32, lr=3e-3, frame_stride=2))
     handobj: FitSettings = field(default_factory=lambda: FitSettings(epochs=6, batch_size=8, lr=2e-3, frame_stride=2))
 
@@ -49,6 +74,20 @@ class TrainTeachersConfig:
             raise ValueError(f"'teachers' has unknown kinds {bad}; known: {list(KINDS)}")
         if {"object", "handobj"} & set(self.teachers) and not self.ground_truth:
             raise ValueError("training the object or hand-object teacher needs 'ground_truth' (per-frame annotations)")
+        from teachers.ego import ARCHS, DEFAULT_ARCH
+
+        if self.ego.arch not in ARCHS:
+            raise ValueError(f"'ego.arch' must be one of {sorted(ARCHS)}, got {self.ego.arch!r}")
+        if self.ego.init and self.ego.arch == DEFAULT_ARCH:
+            raise ValueError(f"'ego.init' loads a Kinetics checkpoint into a slow_r50/slow_r101 backbone, "
+                             f"not into {DEFAULT_ARCH}")
+        if not 0.0 <= self.ego.val_fraction < 1.0:
+            raise ValueError("'ego.val_fraction' must lie in [0, 1)")
+        if self.ego.precision not in ("bf16", "fp32"):
+            raise ValueError(f"'ego.precision' must be bf16 or fp32, got {self.ego.precision!r}")
+        for key in ("epochs", "batch_size", "windows_per_video"):
+            if getattr(self.ego, key) < 1:
+                raise ValueError(f"'ego.{key}' must be at least 1")
 
 
 @dataclass
@@ -95,16 +134,6 @@ def _gt_frame(gt: dict, t: float) -> dict:
     return gt["frames"][i]
 
 
-def ego_windows(data: _Decoded, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping windows of ``num_frames`` teacher frames, labelled with the video's ego flag."""
-    clips, labels = [], []
-    for v in range(len(data.frames)):
-        for a in range(0, data.frames.shape[1] - num_frames + 1, num_frames):
-            clips.append(data.frames[v, a : a + num_frames])
-            labels.append(data.ego[v])
-    return np.stack(clips), np.array(labels)
-
-
 def object_crops(data: _Decoded, classes: list[str], size: int, stride: int = 1, margin: float = 0.15):
     """Object-centric crops (each ground-truth object box plus a margin) labelled with their category.
 
@@ -148,6 +177,89 @@ def handobj_frames(data: _Decoded, stride: int = 1) -> tuple[np.ndarray, list[di
     return data.frames[:, ::stride].reshape(-1, *data.frames.shape[2:]), targets
 
 
+def ego_videos(table, video_root: str) -> list:
+    """The manifest's videos as :class:`teachers.ego_train.EgoVideo` (ego flag from the ``egocentric``
+    column or the ``EGO`` id suffix); a missing video is an error naming it."""
+    from data_manifests.formats import clip_frame_rate, resolve_videos
+    from pipeline.io.video import VideoReadError, probe
+    from teachers.ego_train import EgoVideo
+
+    clips = list(table)
+    videos = []
+    for clip, path in zip(clips, resolve_videos(table, clips, video_root)):
+        if path is None:
+            raise PipelineError(f"video of {clip.clip_id} not found under {video_root}")
+        rate = clip_frame_rate(table, clip, path)
+        end = clip.end
+        if end is None:
+            try:
+                end = probe(path, frame_rate=rate).duration
+            except VideoReadError as e:
+                raise PipelineError(str(e)) from None
+        videos.append(EgoVideo(str(path), clip.start, float(end or clip.start + 1.0),
+                               int(bool(clip.extras.get("ego", clip.clip_id.endswith("EGO")))), rate))
+    return videos
+
+
+def split_pairs(table, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Rows for training and for validation; an ego video and its third-person pair (``pair``,
+    else the id without its ``EGO`` suffix) always fall on the same side."""
+    keys = [c.extras.get("pair") or c.clip_id.removesuffix("EGO") for c in table]
+    pairs = sorted(set(keys))
+    n_val = int(round(fraction * len(pairs)))
+    if fraction > 0 and len(pairs) > 1:
+        n_val = min(max(n_val, 1), len(pairs) - 1)
+    held = set(np.random.default_rng(seed).permutation(pairs)[:n_val].tolist())
+    return [i for i, k in enumerate(keys) if k not in held], [i for i, k in enumerate(keys) if k in held]
+
+
+def train_ego_teacher(cfg: TrainTeachersConfig, train_table, test_table, device: str, progress_cb=None):
+    """Build, initialise and train the ego/exo classifier of ``cfg.ego``; returns
+    ``(model, arch_kwargs, meta, held-out metrics)`` for :func:`teachers.base.save_teacher`."""
+    import torch
+
+    from teachers import ego as ego_mod
+    from teachers.ego_train import EgoTrainSettings, EgoWindows, evaluate_windows, train_ego
+
+    s = cfg.ego
+    spec = dataclasses.replace(ego_mod.default_spec(s.arch), **{k: getattr(s, k) for k in ("frame_rate", "size", "num_frames")
+                                                                 if getattr(s, k) is not None})
+    videos = ego_videos(train_table, cfg.video_root)
+    train_rows, val_rows = split_pairs(train_table, s.val_fraction, cfg.seed)
+    train = EgoWindows([videos[i] for i in train_rows], spec, preload=s.preload)
+    val = EgoWindows([videos[i] for i in val_rows], spec, preload=s.preload) if val_rows else None
+    arch_kwargs = dict(s.arch_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = ego_mod.build(s.arch, **arch_kwargs)
+    init = None
+    if s.init:
+        from data_manifests.table import file_sha256
+        from student.checkpoints import load_weights
+
+        report = load_weights(model, s.init)  # CheckpointError (a PipelineError) names what does not fit
+        init = {"path": str(Path(s.init).resolve()), "sha256": file_sha256(s.init), "loaded": report.summary(),
+                "skipped": report.mismatched}
+        print(f"train-teachers: ego backbone from {s.init}: {report.summary()}")
+    model.to(device)
+    settings = EgoTrainSettings(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, windows_per_video=s.windows_per_video,
+                                workers=s.workers, precision=s.precision, seed=cfg.seed)
+    result = train_ego(model, train, val, settings, progress=progress_cb)
+    metrics = {}
+    if test_table is not None:
+        test = EgoWindows(ego_videos(test_table, cfg.video_root), spec, preload=s.preload)
+        labels = test.labels[[i for i, _ in test.eval_keys()]]
+        metrics = {"accuracy": evaluate_windows(model, test, batch_size=s.batch_size, workers=s.workers,
+                                                precision=s.precision),
+                   "chance": float(np.bincount(labels).max() / len(labels))}
+    train_info = {"arch": s.arch, "init": init, "epochs": result.history, "best_epoch": result.best_epoch,
+                  "best_val_accuracy": result.best_val_accuracy, "train_videos": len(train), "val_videos": len(val_rows),
+                  "settings": dataclasses.asdict(settings)}
+    source = {"manifest": str(cfg.manifest), "sha256": train_table.source_sha256, "videos": len(train_table)}
+    meta = ego_mod.make_meta(spec, train_metrics=metrics, source=source, train=train_info)
+    return model, arch_kwargs, meta, metrics
+
+
 def _bar_callback(desc: str):
     bar = progress(desc=desc, unit="step", leave=False)
 
@@ -164,7 +276,6 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
     """Train the selected teachers; returns {"weights": {kind: path}, "metrics": {kind: held-out metrics}}."""
     import torch
 
-    from teachers import ego as ego_mod
     from teachers import handobj as handobj_mod
     from teachers import objects as objects_mod
     from teachers.base import save_teacher
@@ -174,11 +285,13 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
     out = prepare_out_dir(cfg.out, cfg, "train-teachers")
     train_table = load_table(cfg.manifest, cfg.manifest_format)
     test_table = load_table(cfg.test_manifest, cfg.manifest_format) if cfg.test_manifest else None
-    fps = ego_mod.DEFAULT_SPEC.frame_rate
-    size = max(m.DEFAULT_SPEC.size for m in (ego_mod, objects_mod, handobj_mod))
-    gt_dir = cfg.ground_truth
-    train = _decode(train_table, cfg.video_root, gt_dir, fps, size, "decode train videos")
-    test = _decode(test_table, cfg.video_root, gt_dir, fps, size, "decode test videos") if test_table else None
+    train = test = None
+    if {"object", "handobj"} & set(cfg.teachers):  # trained on frames decoded once, with their ground truth
+        fps = objects_mod.DEFAULT_SPEC.frame_rate
+        size = max(m.DEFAULT_SPEC.size for m in (objects_mod, handobj_mod))
+        gt_dir = cfg.ground_truth
+        train = _decode(train_table, cfg.video_root, gt_dir, fps, size, "decode train videos")
+        test = _decode(test_table, cfg.video_root, gt_dir, fps, size, "decode test videos") if test_table else None
     source = {"manifest": str(cfg.manifest), "sha256": train_table.source_sha256, "videos": len(train_table)}
     weights, metrics = {}, {}
     summary_path = out / "teachers.json"
@@ -193,14 +306,8 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
         s = getattr(cfg, kind)
         bar, cb = _bar_callback(f"train {kind} teacher")
         if kind == "ego":
-            spec = ego_mod.DEFAULT_SPEC
-            x, y = ego_windows(train, spec.num_frames)
-            model = ego_mod.build().to(device)
-            arch_kwargs = {}
-            ego_mod.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
-            m = ego_mod.evaluate(model, *ego_windows(test, spec.num_frames), spec=spec) if test else {}
-            meta = ego_mod.make_meta(spec, train_metrics=m, source=source)
-            arch = ego_mod.DEFAULT_ARCH
+            model, arch_kwargs, meta, m = train_ego_teacher(cfg, train_table, test_table, device, cb)
+            arch = cfg.ego.arch
         elif kind == "object":
             spec = objects_mod.DEFAULT_SPEC
             gts = train.gt + (test.gt if test else [])

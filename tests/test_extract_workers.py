@@ -1,0 +1,141 @@
+"""Stage 1's workers: the device is resolved where the worker runs, per-teacher batch sizes reach
+the teachers, batching does not change what is stored, half precision hands float32 on."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.io.store import OK, create_store
+from pipeline.io.video import write_video
+from pipeline.stages.extract import ExtractConfig, ShardWorker, TeacherBatch, actor_gpus
+from teachers import ego, handobj, objects
+from teachers.base import float32_outputs, load_teacher, save_teacher
+
+F = 8  # teacher frames per clip: 2 s at 4 fps, two ego windows
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory):
+    """Untrained tiny teachers of the three kinds (what is tested does not need trained ones)."""
+    root = tmp_path_factory.mktemp("extract-teachers")
+    torch.manual_seed(0)
+    return {
+        "ego": save_teacher(root / "ego.pt", ego.build(width=8), "ego", ego.DEFAULT_ARCH, {"width": 8}, ego.make_meta()),
+        "object": save_teacher(root / "object.pt", objects.build(num_classes=3, width=8), "object",
+                               objects.DEFAULT_ARCH, {"num_classes": 3, "width": 8}, objects.make_meta(["a", "b", "c"])),
+        "handobj": save_teacher(root / "handobj.pt", handobj.build(), "handobj", handobj.DEFAULT_ARCH, {},
+                                handobj.make_meta()),
+    }
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Three 2 s clips of moving coloured squares (64x80 px, 8 fps)."""
+    root = tmp_path_factory.mktemp("extract-videos")
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(3):
+        frames = rng.integers(0, 80, (16, 64, 80, 3), dtype=np.uint8)
+        for t in range(16):
+            frames[t, 10 + t : 40 + t, 5 + 2 * t : 35 + 2 * t] = (200, 40 + 60 * i, 30)
+        out.append(str(write_video(root / f"v{i}.mp4", frames, fps=8)))
+    return out
+
+
+def _worker(teacher_files, store: str, **kwargs) -> ShardWorker:
+    paths = {k: str(p) for k, p in teacher_files.items()}
+    shapes = {}
+    for p in paths.values():
+        shapes.update(load_teacher(p).output_shapes(F))
+    create_store(store, ["a", "b", "c"], F, shapes, {}, shard_rows=3)
+    return ShardWorker(paths, store, **kwargs)
+
+
+def test_auto_resolves_to_the_cpu_inside_a_worker_without_a_gpu(teacher_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    worker = _worker(teacher_files, str(tmp_path / "s.zarr"), device="auto")
+    info = worker.describe()
+    assert info["device"] == "cpu"
+    assert {str(t.device) for t in worker.teachers.values()} == {"cpu"}
+    assert {str(next(t.model.parameters()).device) for t in worker.teachers.values()} == {"cpu"}
+    assert info["precision"] == {"ego": "fp32", "object": "fp32", "handobj": "fp32"}  # bf16 is for GPUs only
+
+
+def test_device_cuda_without_a_gpu_is_one_error_from_the_worker(teacher_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PipelineError) as err:
+        _worker(teacher_files, str(tmp_path / "s.zarr"), device="cuda")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("extract-teachers worker on host ")
+    assert "device 'cuda' requested but no CUDA GPU is visible" in message and "device=cpu" in message
+
+
+def test_the_driver_asks_ray_for_gpus_only_where_the_cluster_has_them():
+    cfg = lambda **kw: ExtractConfig(manifest="m", video_root="v", out="o", **kw)
+    assert actor_gpus(cfg(device="cpu"), cluster_gpus=8) == 0.0
+    assert actor_gpus(cfg(device="auto"), cluster_gpus=0) == 0.0
+    assert actor_gpus(cfg(device="cuda"), cluster_gpus=0) == 0.0  # started on CPUs, each actor refuses itself
+    assert actor_gpus(cfg(device="auto"), cluster_gpus=2) == 1.0
+    assert actor_gpus(cfg(device="cuda", gpus_per_worker=0.25), cluster_gpus=1) == 0.25
+
+
+def test_config_checks_device_precision_and_batches():
+    base = ["manifest=m", "video_root=v", "out=o", "teachers.ego=e.pt"]
+    assert load_config(ExtractConfig, None, base).batch == TeacherBatch(ego=32, object=128, handobj=16)
+    for bad, key in [("device=gpu", "'device'"), ("precision=fp8", "'precision'"), ("batch.handobj=0", "'batch.handobj'")]:
+        with pytest.raises(Exception, match=key):
+            load_config(ExtractConfig, None, base + [bad])
+
+
+def test_batch_sizes_from_the_config_reach_the_teachers(teacher_files, videos, tmp_path):
+    """Each teacher's model sees batches of exactly its configured size (the last one shorter),
+    gathered across the clips of a predict call: 3 clips x 2 ego windows = 6 windows, 24 frames."""
+    cfg = load_config(ExtractConfig, None, ["manifest=m", "video_root=v", "out=o", "teachers.ego=e.pt",
+                                             "batch.ego=4", "batch.object=10", "batch.handobj=7"])
+    batch = {k: getattr(cfg.batch, k) for k in ("ego", "object", "handobj")}
+    worker = _worker(teacher_files, str(tmp_path / "s.zarr"), device="cpu", batch=batch)
+    assert worker.batch == {"ego": 4, "object": 10, "handobj": 7}
+    seen = {kind: [] for kind in worker.teachers}
+    for kind, teacher in worker.teachers.items():
+        teacher.model.register_forward_pre_hook(lambda m, args, kind=kind: seen[kind].append(len(args[0])))
+    worker.run_shard(0, 3, [(v, 0.0, 2.0, None) for v in videos])
+    assert seen == {"ego": [4, 2], "object": [10, 10, 4], "handobj": [7, 7, 7, 3]}
+    assert worker.store.status().tolist() == [OK] * 3
+
+
+def test_stored_signals_do_not_depend_on_the_batch_sizes(teacher_files, videos, tmp_path):
+    clips = [(v, 0.0, 2.0, None) for v in videos]
+    rows = []
+    for name, batch, batch_clips in [("one", {"ego": 1, "object": 1, "handobj": 1}, 1),
+                                     ("many", {"ego": 64, "object": 64, "handobj": 64}, 8)]:
+        worker = _worker(teacher_files, str(tmp_path / f"{name}.zarr"), device="cpu", batch=batch,
+                         batch_clips=batch_clips)
+        worker.run_shard(0, 3, clips)
+        rows.append([worker.store.read_row(i) for i in range(3)])
+    for a, b in zip(*rows):
+        assert set(a) == {"status", "frame_time", "ego/logits", "object/logits", "handobj/boxes"}
+        for key in a:
+            np.testing.assert_allclose(np.asarray(a[key], np.float32), np.asarray(b[key], np.float32), atol=2e-3,
+                                       err_msg=key)
+    for key in ("ego/logits", "object/logits", "handobj/boxes"):  # real outputs, not padding
+        assert np.abs(np.asarray(rows[0][0][key], np.float32)).max() > 0, key
+
+
+def test_half_precision_outputs_come_back_as_float32(teacher_files):
+    """Under autocast a model computes in bfloat16; the teacher's output hook casts back, so the
+    numpy arrays predict returns are float32 and close to the fp32 ones."""
+    nested = float32_outputs([{"boxes": torch.ones(2, 4, dtype=torch.bfloat16), "labels": torch.ones(2, dtype=torch.long)}])
+    assert nested[0]["boxes"].dtype == torch.float32 and nested[0]["labels"].dtype == torch.long
+    teacher = load_teacher(teacher_files["object"])
+    frames = np.random.default_rng(1).integers(0, 256, (1, 3, 64, 64, 3), dtype=np.uint8)
+    times = np.arange(3, dtype=np.float32)[None] / 4
+    full = teacher.predict(frames, times)["object/logits"]
+    teacher.model.register_forward_hook(lambda m, args, out: float32_outputs(out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what teacher.autocast() opens on a GPU, here on the CPU
+        half = teacher.predict(frames, times)["object/logits"]
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half, full, atol=0.05 * np.abs(full).max() + 1e-3)
