@@ -326,6 +326,16 @@ class HandObject100DOHTeacher(HandObjectTeacher):
 
     build = staticmethod(build)
 
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        return {
+            "summary": "Hand-Object: the 100 Days of Hands detector (Shan et al., CVPR 2020), boxes with contact states.",
+            "architectures": "Faster R-CNN, caffe-style ResNet-101 C4 (the authors' faster_rcnn_1_8_132028.pth)",
+            "input": f"single frames at {SPEC.frame_rate:g} fps, BGR minus the authors' pixel means, short side "
+                     f"{SHORT_SIDE} with the long side at most {MAX_SIZE} (aspect kept)",
+            "weights": "the authors' checkpoint converted by 'pipeline teachers convert IN --format 100doh --out OUT'",
+        }
+
     def __init__(self, model: nn.Module, meta: dict[str, Any], device: str | torch.device = "cpu"):
         super().__init__(model, meta, device)
         self.max_size = int(meta.get("max_size", MAX_SIZE))

@@ -40,7 +40,7 @@ def test_teachers_list_prints_every_kind_with_its_input_and_weights(capsys):
     assert main(["teachers", "list"]) == 0
     out = capsys.readouterr().out
     kinds = re.findall(r"^(\w+): ", out, re.M)
-    assert kinds == list_teachers() == ["ego", "handobj", "object"]
+    assert kinds == list_teachers() == ["ego", "handobj", "hoi100doh", "object"]
     blocks = dict(zip(kinds, re.split(r"^\w+: ", out, flags=re.M)[1:]))
     assert "clips of 4 frames at 4 fps, squashed to 64x64" in blocks["ego"]
     assert "fasterrcnn_tiny, fasterrcnn_tiny_fpn" in blocks["handobj"]
