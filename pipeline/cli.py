@@ -27,7 +27,8 @@ STAGES: dict[str, tuple[str, dict[str, str], str]] = {
     "extract-teachers": (
         "stage 1: run the teachers over a manifest with Ray and write the signals store (zarr); rerun to resume",
         {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--workers": "workers",
-         "--max-failed-fraction": "max_failed_fraction", "--max-missing-fraction": "max_missing_fraction"},
+         "--max-failed-fraction": "max_failed_fraction", "--max-missing-fraction": "max_missing_fraction",
+         "--shards": "shards"},
         "pipeline run extract-teachers --config demo-run/configs/extract-teachers.yaml --workers 2",
     ),
     "train-student": (

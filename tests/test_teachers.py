@@ -378,3 +378,111 @@ def test_a_non_finite_teacher_output_fails_only_its_row(weights_files, tmp_path)
     assert store.errors().tolist() == [f"{NON_FINITE} ({name})", "", f"{NON_FINITE} ({name})"]
     row = store.read_row(1)[name]
     assert np.isfinite(row).all() and np.abs(row).sum() > 0
+
+
+def _shard_worker(weights_files, tmp_path, clip_ids, F=8, kinds=("object", "ego", "handobj"), **kwargs):
+    from pipeline.io.store import create_store
+    from pipeline.stages.extract import ShardWorker
+
+    shapes = {}
+    for kind in kinds:
+        shapes.update(load_teacher(weights_files[kind]).output_shapes(F))
+    create_store(tmp_path / "s.zarr", clip_ids, F, shapes, {}, shard_rows=len(clip_ids))
+    return ShardWorker({k: str(weights_files[k]) for k in kinds}, str(tmp_path / "s.zarr"), "cpu", 1, **kwargs)
+
+
+def test_frames_are_decoded_with_their_aspect_and_clips_of_each_size_batched_apart(weights_files, tmp_path):
+    """Landscape and portrait videos in one shard: each decoded at the teachers' short side with
+    its aspect ratio, each row equal to what the teachers give for that clip alone."""
+    from pipeline.io.store import OK
+    from pipeline.io.video import write_video
+
+    shapes = [(64, 96), (96, 64), (64, 96)]  # H, W
+    videos = [write_video(tmp_path / f"v{i}.mp4", _frames(1, 8, h, w, i)[0], fps=4) for i, (h, w) in enumerate(shapes)]
+    clips = [(str(v), 0.0, 2.0, None) for v in videos]
+    worker = _shard_worker(weights_files, tmp_path, ["a", "b", "c"], batch_clips=3)
+    S = worker.short_side
+    assert S == max(t.spec.size for t in worker.teachers.values())  # the demo teachers: their input size
+    frames, times = worker.decode(clips[1])
+    assert frames.shape == (8, S * 96 // 64, S, 3)  # portrait: width is the short side
+    np.testing.assert_allclose(times, np.arange(8) / 4, atol=1e-6)
+    result = worker.run_shard(0, 3, clips)
+    assert result["ok"] == 3 and worker.store.status().tolist() == [OK] * 3
+    for i, clip in enumerate(clips):
+        frames, times = worker.decode(clip)
+        for kind, teacher in worker.teachers.items():
+            alone = teacher.predict(frames[None], times[None])
+            for name, value in alone.items():
+                np.testing.assert_allclose(worker.store.read_row(i)[name], value[0].astype(np.float16), atol=2e-3,
+                                           err_msg=f"row {i} {name}")
+
+
+def test_a_teacher_exception_fails_the_rows_with_its_reason_and_the_shard_is_written(weights_files, tmp_path):
+    from pipeline.io.store import FAILED
+    from pipeline.io.video import write_video
+    from pipeline.stages.extract import MISSING, TEACHER_ERROR
+
+    videos = [write_video(tmp_path / f"v{i}.mp4", _frames(1, 8, 64, 64, i)[0], fps=4) for i in range(2)]
+    worker = _shard_worker(weights_files, tmp_path, ["a", "b", "c"], kinds=("object",))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")
+
+    worker.teachers["object"].predict = broken
+    result = worker.run_shard(0, 3, [(str(videos[0]), 0.0, 2.0, None), (None, 0.0, 2.0, None),
+                                     (str(videos[1]), 0.0, 2.0, None)])
+    assert result["ok"] == 0
+    reason = f"{TEACHER_ERROR}: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert worker.store.status().tolist() == [FAILED] * 3
+    assert worker.store.errors().tolist() == [reason, MISSING, reason]
+
+
+def test_only_the_rows_asked_for_are_recomputed_the_others_kept(weights_files, tmp_path):
+    """A rerun's retry: rows 0 and 2 computed again, row 1 left exactly as the store holds it."""
+    from pipeline.io.store import FAILED, OK
+    from pipeline.io.video import write_video
+
+    videos = [write_video(tmp_path / f"v{i}.mp4", _frames(1, 8, 64, 64, i)[0], fps=4) for i in range(3)]
+    clips = [(str(v), 0.0, 2.0, None) for v in videos]
+    worker = _shard_worker(weights_files, tmp_path, ["a", "b", "c"], kinds=("object",))
+    worker.run_shard(0, 3, [(None, 0.0, 2.0, None), clips[1], (str(tmp_path / "gone.mp4"), 0.0, 2.0, None)])
+    assert worker.store.status().tolist() == [FAILED, OK, FAILED]
+    kept = worker.store.read_row(1)
+    worker.store.array("object/logits")[1] = 0.5  # a marker: row 1 must not be recomputed
+    result = worker.run_shard(0, 3, clips, rows=[0, 2])
+    assert result["rows"] == 2 and worker.store.status().tolist() == [OK, OK, OK]
+    assert worker.store.errors().tolist() == ["", "", ""]
+    np.testing.assert_array_equal(worker.store.read_row(1)["object/logits"], 0.5)
+    np.testing.assert_array_equal(worker.store.read_row(1)["frame_time"], kept["frame_time"])
+    (tmp_path / "fresh").mkdir()
+    fresh = _shard_worker(weights_files, tmp_path / "fresh", ["a", "b", "c"], kinds=("object",))
+    fresh.run_shard(0, 3, clips)  # the same clips in one pass
+    for i in (0, 2):
+        np.testing.assert_array_equal(worker.store.read_row(i)["object/logits"], fresh.store.read_row(i)["object/logits"])
+
+
+def test_decoding_runs_ahead_of_the_teachers_but_no_further_than_decode_ahead(weights_files, tmp_path):
+    """Backpressure: with decode_ahead 2, no clip is decoded more than 2 clips before the
+    teachers take it, and the results come back in row order."""
+    import threading
+
+    from pipeline.io.video import write_video
+
+    videos = [write_video(tmp_path / f"v{i}.mp4", _frames(1, 8, 64, 64, i)[0], fps=4) for i in range(6)]
+    worker = _shard_worker(weights_files, tmp_path, list("abcdef"), kinds=("object",), batch_clips=1,
+                           decode_threads=2, decode_ahead=2)
+    decode, lock, started, consumed, worst = worker.decode, threading.Lock(), [], [], [0]
+
+    def counted(clip):
+        with lock:
+            started.append(clip[0])
+            worst[0] = max(worst[0], len(started) - len(consumed))
+        return decode(clip)
+
+    worker.decode = counted
+    order = []
+    for i, got in worker._decoded([(str(v), 0.0, 2.0, None) for v in videos], list(range(6))):
+        consumed.append(i)
+        order.append(i)
+        assert got[0].shape[0] == 8
+    assert order == list(range(6)) and worst[0] <= 2 + 1  # at most decode_ahead waiting, plus the one just handed over

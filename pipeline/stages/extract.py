@@ -33,6 +33,7 @@ TEACHER_KINDS = ("ego", "object", "handobj")
 PRECISIONS = ("bf16", "fp16", "fp32")
 MISSING = "video file not found"  # the store's error text for a row whose video is absent
 NON_FINITE = "non-finite teacher output"  # ... for a row a teacher gave NaN or inf for
+TEACHER_ERROR = "teacher error"  # ... for rows whose computation raised (a teacher, the GPU), with the exception
 
 
 @dataclass
@@ -78,6 +79,12 @@ class ExtractConfig:
     ray_address: str | None = None  # None: start a local Ray instance
     max_failed_fraction: float = 0.05  # undecodable videos tolerated before the run fails
     max_missing_fraction: float = MAX_MISSING_FRACTION  # absent videos tolerated (Kinetics downloads lack 2-13 %)
+    shards: str | None = None  # "A:B": only the store's shards A..B-1 (runs on disjoint ranges may write at once)
+    retry_failed: bool = True  # a rerun also recomputes failed rows whose video is on disk now
+    decode_threads: int = 0  # threads decoding ahead of the teachers in each actor (0: cpus_per_worker)
+    decode_ahead: int = 0  # clips decoded ahead at most, per actor (0: 2 x batch_clips): bounds memory
+    max_retries: int = 3  # restarts of a lost actor (process or node), and retries of the shard it ran
+    progress_every_s: float = 60.0  # a JSON progress line on stdout this often (0: none), for cluster logs
 
     def validate(self) -> None:
         require(self, "manifest", "video_root", "out")
@@ -87,6 +94,11 @@ class ExtractConfig:
         for key in ("max_failed_fraction", "max_missing_fraction"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"'{key}' must lie in [0, 1]")
+        for key in ("decode_threads", "decode_ahead", "max_retries"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"'{key}' must be >= 0")
+        if self.progress_every_s < 0:
+            raise ValueError("'progress_every_s' must be >= 0")
         for key in ("max_frames", "shard_rows", "batch_clips", "workers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"'{key}' must be at least 1")
@@ -126,9 +138,22 @@ def _frames_per_clip(table, fps: float, max_frames: int) -> int:
     return max(1, min(max_frames, int(math.ceil(longest * fps - 1e-6))))
 
 
+def decode_short_side(teacher) -> int:
+    """The short side a teacher's frames are decoded at: what its preprocessing resizes to
+    (a torchvision classifier's ``resize_size``, 100DOH's 600), else its input size."""
+    preprocess = teacher.meta.get("preprocess") or {}
+    return int(preprocess.get("resize_size") or teacher.spec.size)
+
+
 class ShardWorker:
     """Resolves its device and loads the teachers once; ``run_shard`` decodes, predicts and
     writes one shard of rows.
+
+    Frames are decoded with their aspect ratio (short side :func:`decode_short_side`, the
+    largest any teacher needs), each teacher resizing or cropping for itself. A thread pool
+    decodes ahead of the teachers, at most ``decode_ahead`` clips (bounded memory); PyAV and
+    libswscale release the GIL, so decoding overlaps inference. Clips of one frame size are
+    batched together, ``batch_clips`` clips per predict call.
 
     Usable without Ray (tests call it directly); the stage builds one inside each Ray actor
     (:class:`RemoteShardWorker`), so ``device`` is resolved in the process that computes.
@@ -136,7 +161,8 @@ class ShardWorker:
     """
 
     def __init__(self, teacher_paths: dict[str, str], store_path: str, device: str = "auto", threads: int = 1,
-                 batch_clips: int = 8, batch: dict[str, int] | None = None, precision: str = "bf16"):
+                 batch_clips: int = 8, batch: dict[str, int] | None = None, precision: str = "bf16",
+                 decode_threads: int = 1, decode_ahead: int = 0):
         import torch
 
         from pipeline.io.store import open_store
@@ -155,83 +181,216 @@ class ShardWorker:
         self.store = open_store(store_path, mode="r+")
         first = next(iter(self.teachers.values()))
         self.fps = first.spec.frame_rate
-        self.size = max(t.spec.size for t in self.teachers.values())
+        self.short_side = max(decode_short_side(t) for t in self.teachers.values())
         self.num_frames = self.store.num_frames
         self.batch_clips = batch_clips
+        self.decode_threads = max(1, decode_threads)
+        self.decode_ahead = decode_ahead or 2 * batch_clips
 
     def describe(self) -> dict:
         """Where this worker computes: host, device, autocast dtype and batch of each teacher."""
         return {"host": socket.gethostname(), "device": str(self.device),
-                "precision": {k: t.precision for k, t in self.teachers.items()}, "batch": dict(self.batch)}
+                "precision": {k: t.precision for k, t in self.teachers.items()}, "batch": dict(self.batch),
+                "decode_short_side": self.short_side, "decode_threads": self.decode_threads}
 
-    def run_shard(self, start: int, stop: int, clips: list[tuple[str | None, float, float | None, float | None]]) -> dict:
-        """``clips``: (video path or None when missing, start, end, frame rate of a frames folder or None)."""
-        from pipeline.io.store import FAILED, OK
+    def decode(self, clip: tuple[str | None, float, float | None, float | None]) -> tuple[np.ndarray, np.ndarray] | str:
+        """One clip's ``num_frames`` frames [F, H, W, 3] and their times [F] (NaN past its end,
+        where the last frame repeats), or the reason it cannot be read."""
         from pipeline.io.video import VideoReadError, probe, read_frames, sample_times
 
-        n, F, S = stop - start, self.num_frames, self.size
-        frames = np.zeros((n, F, S, S, 3), dtype=np.uint8)
-        frame_time = np.full((n, F), np.nan, dtype=np.float32)
-        status = np.full(n, FAILED, dtype=np.uint8)
-        errors = [""] * n
-        for i, (path, t0, t1, rate) in enumerate(clips):
-            if path is None:
-                errors[i] = MISSING
-                continue
-            try:
-                end = t1 if t1 is not None else (probe(path, frame_rate=rate).duration or F / self.fps)
-                times = sample_times(t0, end, self.fps)[:F]
-                got = read_frames(path, times, size=(S, S), frame_rate=rate)
-            except VideoReadError as e:
-                errors[i] = e.reason
-                continue
-            k = len(times)
-            frames[i, :k] = got.frames
-            frames[i, k:] = got.frames[-1]  # padding frames repeat the last one; their time stays NaN
-            frame_time[i, :k] = np.where(got.valid, got.frame_time, np.nan)
-            status[i] = OK
-        arrays = {"frame_time": frame_time}
-        ok_rows = np.flatnonzero(status == OK)
-        for kind, teacher in self.teachers.items():
-            shapes = teacher.output_shapes(F)
-            outs = {name: np.zeros((n, *tail), dtype=np.float32) for name, (tail, _) in shapes.items()}
-            for b in range(0, len(ok_rows), self.batch_clips):
-                rows = ok_rows[b : b + self.batch_clips]
+        path, t0, t1, rate = clip
+        if path is None:
+            return MISSING
+        F = self.num_frames
+        try:
+            end = t1 if t1 is not None else (probe(path, frame_rate=rate).duration or F / self.fps)
+            times = sample_times(t0, end, self.fps)[:F]
+            got = read_frames(path, times, short_side=self.short_side, frame_rate=rate)
+        except VideoReadError as e:
+            return e.reason
+        except Exception as e:  # anything else about this one file fails its row, not its neighbours
+            return f"{e.__class__.__name__}: {e}"
+        k = len(times)
+        frames = np.empty((F, *got.frames.shape[1:]), np.uint8)
+        frames[:k] = got.frames
+        frames[k:] = got.frames[-1]  # padding frames repeat the last one; their time stays NaN
+        frame_time = np.full(F, np.nan, np.float32)
+        frame_time[:k] = np.where(got.valid, got.frame_time, np.nan)
+        return frames, frame_time
+
+    def _decoded(self, clips: list, rows: list[int]):
+        """``(row, decode(clips[row]))`` in row order, decoded by a thread pool at most
+        ``decode_ahead`` clips ahead of the consumer (backpressure)."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode") as pool:
+            todo, window = iter(rows), deque()
+            for i in todo:
+                window.append((i, pool.submit(self.decode, clips[i])))
+                if len(window) >= self.decode_ahead:
+                    break
+            while window:
+                i, future = window.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append((nxt, pool.submit(self.decode, clips[nxt])))
+                yield i, future.result()
+
+    def _predict(self, batch: list[tuple[int, np.ndarray, np.ndarray]], outs: dict[str, np.ndarray]) -> None:
+        """Run every teacher on decoded clips, grouped by frame size, into ``outs`` rows."""
+        by_size: dict[tuple, list] = {}
+        for item in batch:
+            by_size.setdefault(item[1].shape, []).append(item)
+        for group in by_size.values():
+            rows = [i for i, _, _ in group]
+            frames = np.stack([f for _, f, _ in group])
+            times = np.stack([t for _, _, t in group])
+            for kind, teacher in self.teachers.items():
                 with teacher.autocast():
-                    pred = teacher.predict(frames[rows], frame_time[rows], max_batch=self.batch[kind])
-                for name in outs:
+                    pred = teacher.predict(frames, times, max_batch=self.batch[kind])
+                for name in teacher.output_shapes(self.num_frames):
                     outs[name][rows] = pred[name]
-            for name, (_, dtype) in shapes.items():
-                with np.errstate(over="ignore"):  # an overflow becomes inf, caught here
-                    arrays[name] = outs[name].astype(dtype)
-                # NaN/inf from the model, or beyond the store's dtype (float16 overflows past 65504)
-                bad = (status == OK) & ~np.isfinite(arrays[name].reshape(n, -1)).all(axis=1)
-                for i in np.flatnonzero(bad):
-                    status[i], errors[i] = FAILED, f"{NON_FINITE} ({name})"
-                    arrays[name][i] = 0
-        ok_rows = np.flatnonzero(status == OK)
+            outs["frame_time"][rows] = times
+
+    def run_shard(self, start: int, stop: int, clips: list[tuple[str | None, float, float | None, float | None]],
+                  rows: list[int] | None = None) -> dict:
+        """Compute ``rows`` (shard-relative; None: all) of one shard and write the whole shard;
+        rows not computed keep what the store holds. ``clips``: (video path or None when
+        missing, start, end, frame rate of a frames folder or None) for every row of the shard.
+
+        An unreadable video fails its row with the reason; any other exception (a teacher, the
+        GPU) fails the rows being computed with its reason, and the shard is still written.
+        """
+        import time
+
+        from pipeline.io.store import FAILED, OK
+
+        t_start = time.perf_counter()
+        n, F = stop - start, self.num_frames
+        rows = list(range(n)) if rows is None else sorted(rows)
+        shapes = {"frame_time": ((F,), "float32")}
+        for teacher in self.teachers.values():
+            shapes.update(teacher.output_shapes(F))
+        if len(rows) < n:  # keep the other rows as written
+            outs = {name: np.asarray(self.store.array(name)[start:stop], dtype=np.float32) for name in shapes}
+            status = np.asarray(self.store.array("status")[start:stop], dtype=np.uint8).copy()
+            errors = [str(e) for e in np.asarray(self.store.array("error")[start:stop]).tolist()]
+        else:
+            outs = {name: np.zeros((n, *tail), np.float32) for name, (tail, _) in shapes.items()}
+            status, errors = np.full(n, FAILED, np.uint8), [""] * n
+        outs["frame_time"][rows] = np.nan
+        for name in shapes:
+            if name != "frame_time":
+                outs[name][rows] = 0
+        status[rows] = FAILED
+        for i in rows:
+            errors[i] = ""
+        teacher_s = 0.0
+        try:
+            batch = []
+            for i, got in self._decoded(clips, rows):
+                if isinstance(got, str):
+                    errors[i] = got
+                    continue
+                batch.append((i, *got))
+                if len(batch) == self.batch_clips:
+                    t0 = time.perf_counter()
+                    self._predict(batch, outs)
+                    teacher_s += time.perf_counter() - t0
+                    for j, _, _ in batch:
+                        status[j] = OK
+                    batch = []
+            if batch:
+                t0 = time.perf_counter()
+                self._predict(batch, outs)
+                teacher_s += time.perf_counter() - t0
+                for j, _, _ in batch:
+                    status[j] = OK
+        except Exception as e:  # not one unreadable video: fail the rows being computed, with the reason
+            reason = f"{TEACHER_ERROR}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+            for i in rows:
+                if not errors[i]:
+                    status[i], errors[i] = FAILED, reason
+                    outs["frame_time"][i] = np.nan
+                    for name in shapes:
+                        if name != "frame_time":
+                            outs[name][i] = 0
+        arrays = {}
+        for name, (_, dtype) in shapes.items():
+            with np.errstate(over="ignore"):  # an overflow becomes inf, caught here
+                arrays[name] = outs[name].astype(dtype)
+            if name == "frame_time":
+                continue
+            # NaN/inf from the model, or beyond the store's dtype (float16 overflows past 65504)
+            bad = (status == OK) & ~np.isfinite(arrays[name].reshape(n, -1)).all(axis=1)
+            for i in np.flatnonzero(bad):
+                status[i], errors[i] = FAILED, f"{NON_FINITE} ({name})"
+                arrays[name][i] = 0
+        t_write = time.perf_counter()
         self.store.write_shard(start, stop, arrays, status, errors)
-        return {"start": start, "stop": stop, "ok": int(len(ok_rows)), "errors": [e for e in errors if e]}
+        now = time.perf_counter()
+        return {"start": start, "stop": stop, "rows": len(rows), "ok": int((status[rows] == OK).sum()),
+                "errors": [errors[i] for i in rows if errors[i]], "teacher_s": teacher_s,
+                "write_s": now - t_write, "wall_s": now - t_start}
 
 
 class RemoteShardWorker:
-    """The Ray actor: builds its :class:`ShardWorker` in ``start``, not in ``__init__``, so an
-    error there (no GPU on this node, unreadable weights) reaches the driver as that error;
-    Ray reports a failed actor constructor only as a dead actor with a traceback in text."""
+    """The Ray actor. Its constructor only keeps the arguments; ``start`` builds the
+    :class:`ShardWorker`, so an error there (no GPU on this node, unreadable weights) reaches
+    the driver as that error (Ray reports a failed constructor only as a dead actor with a
+    traceback in text). An actor Ray restarts after its process or node was lost rebuilds
+    the worker on its first shard, and Ray retries the shard it was running."""
 
-    def start(self, *args, **kwargs) -> dict:
-        self.worker = ShardWorker(*args, **kwargs)
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        self.worker: ShardWorker | None = None
+
+    def start(self) -> dict:
+        self.worker = ShardWorker(*self.args, **self.kwargs)
         return self.worker.describe()
 
     def run_shard(self, *job) -> dict:
+        if self.worker is None:
+            self.start()
         return self.worker.run_shard(*job)
+
+
+def parse_shards(spec: str | None, total: int) -> tuple[int, int]:
+    """``"A:B"`` (either side may be empty) -> shard indices ``[A, B)`` of ``total``."""
+    if not spec:
+        return 0, total
+    m = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", str(spec))
+    if not m:
+        raise PipelineError(f"--shards must be A:B (shard indices, B exclusive), got {spec!r}")
+    a = int(m.group(1)) if m.group(1) else 0
+    b = int(m.group(2)) if m.group(2) else total
+    if not 0 <= a < b <= total:
+        raise PipelineError(f"--shards {spec}: the store has shards 0:{total}; give 0 <= A < B <= {total}")
+    return a, b
+
+
+def rows_to_compute(status: np.ndarray, errors: np.ndarray, present: np.ndarray, retry_failed: bool) -> np.ndarray:
+    """Rows a run computes: pending ones, and (with ``retry_failed``) failed ones that may now
+    succeed: their video is on disk now, and the reason was not a non-finite output (the same
+    teachers on the same frames give it again)."""
+    from pipeline.io.store import FAILED, PENDING
+
+    redo = status == PENDING
+    if retry_failed:
+        non_finite = np.char.startswith(errors.astype(str), NON_FINITE)
+        redo |= (status == FAILED) & present & ~non_finite
+    return redo
 
 
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` of the rows
     could not be decoded, or more than ``max_missing_fraction`` have no video on disk."""
+    import time
+
     from data_manifests.formats import clip_frame_rate, resolve_videos
-    from pipeline.io.store import FAILED, OK, check_provenance, create_store, open_store
+    from pipeline.io.store import FAILED, OK, PENDING, check_provenance, create_store, open_store
+    from pipeline.io.store_lock import StoreLock
     from teachers.base import load_teacher
 
     table = load_table(cfg.manifest, cfg.manifest_format, cfg.classes)
@@ -268,27 +427,42 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
             store_path, [c.clip_id for c in table], F, outputs,
             {**provenance, "manifest_rows": table.fingerprint}, shard_rows=cfg.shard_rows,
         )
-    dump_config(cfg, store_path / "extract-teachers.config.yaml")
+    all_shards = store.shards()
+    first, last = parse_shards(cfg.shards, len(all_shards))
+    shards = all_shards[first:last]
+    lo, hi = shards[0][0], shards[-1][1]  # the rows of this run's shards
+    with StoreLock(store_path, (first, last), len(all_shards)):
+        dump_config(cfg, store_path / "extract-teachers.config.yaml")
+        t_start = time.time()
+        resolved = resolve_videos(table, [table[i] for i in range(lo, hi)], cfg.video_root)
+        present = np.zeros(store.num_rows, bool)
+        present[lo:hi] = [p is not None for p in resolved]
+        absent = int((~present[lo:hi]).sum())
+        if absent:
+            print(f"extract-teachers: {absent} of {hi - lo} videos ({absent / (hi - lo):.1%}) are missing under "
+                  f"{cfg.video_root}; their rows are marked failed ('pipeline data check' lists them)")
+        redo = rows_to_compute(store.status(), store.errors(), present, cfg.retry_failed)
+        jobs = []
+        for a, b in shards:
+            rows = np.flatnonzero(redo[a:b])
+            if len(rows):
+                clips = [(str(resolved[i - lo]) if resolved[i - lo] else None, table[i].start, table[i].end,
+                          clip_frame_rate(table, table[i], resolved[i - lo]) if resolved[i - lo] else None)
+                         for i in range(a, b)]
+                jobs.append((a, b, clips, rows.tolist()))
+        retried = int(((store.status() == FAILED) & redo)[lo:hi].sum())
+        if retried:
+            print(f"extract-teachers: retrying {retried} rows that failed before (their videos are on disk now)")
+        skipped = len(shards) - len(jobs)
+        timing = _run_on_ray(cfg, paths, store_path, jobs) if jobs else {}
 
-    pending = store.pending_shards()
-    skipped = len(store.shards()) - len(pending)
-    resolved = resolve_videos(table, list(table), cfg.video_root)
-    absent = sum(p is None for p in resolved)
-    if absent:
-        print(f"extract-teachers: {absent} of {len(table)} videos ({absent / len(table):.1%}) are missing under "
-              f"{cfg.video_root}; their rows are marked failed ('pipeline data check' lists them)")
-    jobs = [
-        (a, b, [(str(resolved[i]) if resolved[i] else None, table[i].start, table[i].end,
-                 clip_frame_rate(table, table[i], resolved[i]) if resolved[i] else None) for i in range(a, b)])
-        for a, b in pending
-    ]
-    if jobs:
-        _run_on_ray(cfg, paths, store_path, jobs)
-
-    status = store.status()
-    reasons = Counter(e for e, s in zip(store.errors(), status) if s == FAILED)
+    status = store.status()[lo:hi]
+    errors = store.errors()[lo:hi]
+    reasons = Counter(e for e, s in zip(errors, status) if s == FAILED)
     failed, missing = int((status == FAILED).sum()), reasons.get(MISSING, 0)
     result = ExtractResult(store_path, len(status), int((status == OK).sum()), failed, missing, skipped, dict(reasons))
+    _write_report(store_path, result, (first, last), len(all_shards), int((status == PENDING).sum()),
+                  time.time() - t_start, sum(len(job[3]) for job in jobs), timing)
     undecodable = failed - missing
     keep = f"The store at {store_path} keeps every completed row; fix the inputs and rerun to fill the rest."
     if undecodable / result.rows > cfg.max_failed_fraction:
@@ -305,6 +479,28 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     return result
 
 
+def _write_report(store_path: Path, result: ExtractResult, shards: tuple[int, int], total: int, pending: int,
+                  wall_s: float, computed: int, timing: dict) -> None:
+    """``extract-report.json`` in the store (``extract-report.shards-A-B.json`` for a ``--shards`` run)."""
+    import json
+
+    workers = timing.get("workers", 0)
+    busy = timing.get("teacher_s", 0.0) / (timing["wall_s"] * workers) if workers and timing.get("wall_s") else None
+    report = {
+        "rows": result.rows, "done": result.ok, "failed": result.failed - result.missing, "missing": result.missing,
+        "pending": pending, "failed_by_reason": result.failure_reasons, "shards": list(shards),
+        "skipped_shards": result.skipped_shards, "clips_computed": computed, "wall_s": round(wall_s, 2),
+        "clips_per_s": round(computed / timing["wall_s"], 3) if timing.get("wall_s") else None,
+        "teachers_busy_fraction": None if busy is None else round(busy, 4),
+        "workers": workers, "devices": timing.get("devices", {}),
+        "gpu_hours": round(timing.get("gpus", 0.0) * workers * timing.get("wall_s", 0.0) / 3600, 4),
+    }
+    name = "extract-report.json" if shards == (0, total) else f"extract-report.shards-{shards[0]}-{shards[1]}.json"
+    tmp = store_path / (name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(tmp, store_path / name)
+
+
 def actor_gpus(cfg: ExtractConfig, cluster_gpus: float) -> float:
     """GPUs to request per actor: none for ``device=cpu`` or a cluster without GPUs (where a
     ``cuda`` actor then refuses by itself), else ``gpus_per_worker`` or one."""
@@ -313,14 +509,29 @@ def actor_gpus(cfg: ExtractConfig, cluster_gpus: float) -> float:
     return cfg.gpus_per_worker or 1.0
 
 
-def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, jobs: list) -> None:
+def _progress_line(done: int, total: int, failed: int, elapsed: float) -> str:
+    import json
+
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else None
+    return json.dumps({"event": "extract-progress", "done": done, "total": total, "failed": failed,
+                       "clips_per_s": round(rate, 3), "elapsed_s": round(elapsed, 1),
+                       "eta_s": None if eta is None else round(eta, 1)})
+
+
+def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, jobs: list) -> dict:
+    """Run the jobs on Ray actors; returns the run's timing: wall seconds, summed teacher
+    seconds, actors, GPUs per actor and the devices they found."""
+    import sys
+    import time
+
     import ray
     from ray.util import ActorPool
 
     started_here = not ray.is_initialized()
     if started_here:
         os.environ.setdefault("RAY_ACCEPT_CLOUD_SERVICES", "0")
-        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+        kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level="ERROR", configure_logging=True)
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, **kwargs)
         else:
@@ -332,13 +543,16 @@ def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, job
         workers = min(cfg.workers, len(jobs))
         if gpus:  # an actor Ray cannot place would wait forever with its shards
             workers = max(1, min(workers, int(cluster_gpus // gpus)))
-        Actor = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=gpus)(RemoteShardWorker)
+        # A lost actor (its process or node) is restarted and the shard it ran is retried.
+        Actor = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=gpus, max_restarts=cfg.max_retries,
+                           max_task_retries=cfg.max_retries)(RemoteShardWorker)
         threads = max(1, int(cfg.cpus_per_worker))
         batch = {kind: getattr(cfg.batch, kind) for kind in TEACHER_KINDS}
-        actors = [Actor.remote() for _ in range(workers)]
+        actors = [Actor.remote(paths, str(store_path.resolve()), cfg.device, threads, cfg.batch_clips, batch,
+                               cfg.precision, cfg.decode_threads or threads, cfg.decode_ahead)
+                  for _ in range(workers)]
         try:
-            placed = ray.get([a.start.remote(paths, str(store_path.resolve()), cfg.device, threads, cfg.batch_clips,
-                                             batch, cfg.precision) for a in actors])
+            placed = ray.get([a.start.remote() for a in actors])
         except ray.exceptions.RayTaskError as e:
             if isinstance(e.cause, PipelineError):
                 raise e.cause from None
@@ -346,16 +560,31 @@ def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, job
         devices = Counter(f"{p['device']} ({p['host']})" for p in placed)
         print("extract-teachers: workers on " + ", ".join(f"{n} x {d}" for d, n in devices.items()))
         pool = ActorPool(actors)
-        total = sum(b - a for a, b, _ in jobs)
+        total = sum(len(job[3]) for job in jobs)
+        done = failed = 0
+        teacher_s = 0.0
+        t_start = last_line = time.time()
         with progress(total=total, desc="extract-teachers", unit="clip") as bar:
             try:
                 for res in pool.map_unordered(lambda actor, job: actor.run_shard.remote(*job), jobs):
-                    bar.update(res["stop"] - res["start"])
-                    bar.set_postfix(failed=len(res["errors"]), refresh=False)
+                    done += res["rows"]
+                    failed += len(res["errors"])
+                    teacher_s += res["teacher_s"]
+                    bar.update(res["rows"])
+                    bar.set_postfix(failed=failed, refresh=False)
+                    now = time.time()
+                    if cfg.progress_every_s and now - last_line >= cfg.progress_every_s:
+                        print(_progress_line(done, total, failed, now - t_start), flush=True)
+                        last_line = now
             except ray.exceptions.RayTaskError as e:
                 if isinstance(e.cause, PipelineError):  # e.g. a full disk: its one line, not Ray's traceback
                     raise e.cause from None
                 raise
+        wall = time.time() - t_start
+        if cfg.progress_every_s:
+            print(_progress_line(done, total, failed, wall), flush=True)
+        sys.stdout.flush()
+        return {"wall_s": wall, "teacher_s": teacher_s, "workers": workers, "gpus": gpus, "devices": dict(devices)}
     finally:
         if started_here:
             ray.shutdown()
