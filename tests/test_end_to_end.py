@@ -92,6 +92,89 @@ def test_rerun_resumes_and_changed_teachers_are_refused(store, teachers, tmp_pat
         run_extract(bad_cfg)
 
 
+def test_a_rerun_retries_rows_whose_video_arrived_and_reports_progress(store, tiny_world, teachers, tmp_path,
+                                                                       capsys):
+    """A clip downloaded after the first run is computed by the rerun; the rows already done
+    keep their values. Each run prints JSON progress lines and writes extract-report.json."""
+    import json
+
+    from pipeline.stages.extract import MISSING
+
+    ref_path, _, ref_cfg = store
+    kin = tmp_path / "kin"
+    shutil.copytree(tiny_world / "kinetics", kin)
+    late = sorted((kin / "videos").glob("*.mp4"))[3]
+    late.rename(tmp_path / late.name)  # not downloaded yet
+    args = [f"{k}={v}" for k, v in _flat(to_dict(ref_cfg)).items() if k not in ("video_root", "out")]
+    cfg = load_config(ExtractConfig, None, args + [f"video_root={kin / 'videos'}", f"out={tmp_path / 's.zarr'}",
+                                                   "progress_every_s=0.001"])
+    first = run_extract(cfg)
+    s = open_store(tmp_path / "s.zarr")
+    row = list(s.clip_ids()).index(late.stem)
+    assert (first.failed, first.missing) == (1, 1) and s.errors()[row] == MISSING
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert lines and lines[-1]["event"] == "extract-progress" and lines[-1]["done"] == lines[-1]["total"] == first.rows
+    assert [x["done"] for x in lines] == sorted(x["done"] for x in lines)
+    report = json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text())
+    assert (report["rows"], report["done"], report["missing"], report["pending"]) == (first.rows, first.rows - 1, 1, 0)
+    assert report["failed_by_reason"] == {MISSING: 1} and report["clips_computed"] == first.rows
+    assert report["clips_per_s"] > 0 and 0 < report["teachers_busy_fraction"] <= 1 and report["gpu_hours"] == 0
+    before = {name: np.asarray(s.array(name)[:]) for name in ["frame_time", *s.output_names]}
+
+    (tmp_path / late.name).rename(late)  # the download completed
+    second = run_extract(cfg)
+    assert (second.ok, second.failed) == (second.rows, 0)
+    assert "retrying 1 rows that failed before" in capsys.readouterr().out
+    report = json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text())
+    assert (report["done"], report["clips_computed"], report["skipped_shards"]) == (second.rows, 1,
+                                                                                  len(s.shards()) - 1)
+    reference = open_store(ref_path)
+    for name, old in before.items():
+        now = np.asarray(s.array(name)[:])
+        others = np.arange(len(now)) != row
+        np.testing.assert_array_equal(now[others], old[others])  # untouched
+        np.testing.assert_allclose(now[row], np.asarray(reference.array(name)[row]), atol=2e-3)  # as if never missing
+
+
+def test_a_second_writer_is_refused_unless_its_shards_are_disjoint(store, tmp_path, capsys):
+    """A live claim on shards 0:2 (another process, here a sleeping one) refuses a run over
+    all shards with one message, and lets a --shards 2:8 run write its own shards."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.cli import main
+    from pipeline.io.store import PENDING, OK
+    from pipeline.io.store_lock import StoreLock
+
+    ref_path, _, ref_cfg = store
+    args = [f"{k}={v}" for k, v in _flat(to_dict(ref_cfg)).items() if k not in ("out", "shards")]
+    out = tmp_path / "s.zarr"
+    shutil.copytree(ref_path, out)
+    for name in ("status",):  # every row pending again
+        open_store(out, mode="r+").array(name)[:] = PENDING
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        claim = StoreLock(out, (0, 2), 8)
+        claim.dir.mkdir(exist_ok=True)
+        claim.path.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": other.pid,
+                                          "started": "earlier", "shards": [0, 2]}))
+        assert main(["run", "extract-teachers", *args, f"out={out}"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "being written by another extraction" in err[0] and f"pid {other.pid}" in err[0]
+        assert (open_store(out).status() == PENDING).all()  # nothing was written
+        assert main(["run", "extract-teachers", *args, f"out={out}", "--shards", "2:8"]) == 0
+        status = open_store(out).status()
+        assert (status[16:] == OK).all() and (status[:16] == PENDING).all()  # 8 shards of 8 rows
+        assert json.loads((out / "extract-report.shards-2-8.json").read_text())["done"] == len(status) - 16
+    finally:
+        other.kill()
+        other.wait()
+    # the claim of a process that is gone does not block
+    assert main(["run", "extract-teachers", *args, f"out={out}"]) == 0
+    assert (open_store(out).status() == OK).all() and not list((out / ".locks").glob("*.json"))
+
+
 def _flat(d, prefix=""):
     out = {}
     for k, v in d.items():

@@ -219,6 +219,27 @@ def test_training_killed_anywhere_then_rerun_gives_the_uninterrupted_checkpoint(
     assert history == ref_history
 
 
+def test_an_actor_lost_mid_run_is_restarted_and_its_shard_retried(inputs, reference, tmp_path):
+    """SIGKILL one Ray actor's process while shards are being computed: Ray restarts it, the
+    shard it held is run again, and the run ends with the uninterrupted store."""
+    out = tmp_path / "lost.zarr"
+    proc = start(extract_cmd(inputs, out), tmp_path / "log")
+
+    def rows_done() -> bool:
+        try:
+            return int((open_store(out).status() != PENDING).sum()) >= 4
+        except Exception:
+            return False
+
+    wait_until(rows_done, proc)
+    actors = [p for p in psutil.Process(proc.pid).children(recursive=True)
+              if "RemoteShardWorker" in " ".join(p.cmdline())]
+    assert actors, "no actor process found"
+    actors[0].send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=600) == 0, (tmp_path / "log").read_text()
+    assert_same_arrays(store_arrays(out), reference["arrays"])
+
+
 def readers_see_only_completed_rows(store_path: Path, reference: dict, proc: subprocess.Popen) -> int:
     """Read the store over and over while ``proc`` writes it, as ``pipeline inspect`` (dask) and
     the training loader (``row_reader``) do; every row read as ok must hold its final values.
