@@ -18,8 +18,9 @@ the detector boxed heads as hands.
 ``HandObjectDetector`` wraps that detector and adds the contact head. As in
 100DOH, contact is classified from box-head features of the hand box enlarged
 by 30% on each side, so the head sees what the hand touches. Detector labels:
-0 background, 1 hand, 2 object. Contact states (100DOH): 0 N no contact,
-1 S self, 2 O other person, 3 P portable object, 4 F stationary object.
+0 background, then the store's kind codes shifted by one (:func:`detector_labels`).
+Contact states (100DOH): 0 N no contact, 1 S self, 2 O other person, 3 P portable
+object, 4 F stationary object (``pipeline.io.signals_schema``).
 
 Per frame the teacher emits up to ``MAX_BOXES`` rows, best score first:
 ``[x1, y1, x2, y2 (0-1, of the frame), score, kind (0 hand, 1 object), contact]``;
@@ -39,6 +40,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign, box_iou, clip_boxes_to_image
 
+from pipeline.io.signals_schema import CONTACT_STATES, HAND, HANDOBJ_KINDS
 from teachers.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -53,13 +55,24 @@ from teachers.base import (
 )
 
 
-CLASSES = ("hand", "object")  # kind 0, 1; detector label = kind + 1 (0 is background)
-CONTACT_STATES = ("no_contact", "self", "other_person", "portable_object", "stationary_object")
 MAX_BOXES = 8
 DEFAULT_ARCH = "fasterrcnn_tiny_fpn"
 # mean/std here mirror the detector transform's image_mean/image_std, which does the normalising.
 DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=128)
-HAND, OBJECT = 1, 2
+
+
+def detector_labels(kinds: Tensor | int) -> Tensor | int:
+    """Store kind codes (``HAND``, ``OBJECT``) -> the detector's class labels: torchvision's detectors
+    reserve label 0 for background, so every code moves up by one."""
+    return kinds + 1
+
+
+def store_kinds(labels: Tensor) -> Tensor:
+    """The detector's class labels -> store kind codes (the inverse of :func:`detector_labels`)."""
+    return labels - 1
+
+
+DETECTOR_LABEL_HAND = detector_labels(HAND)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
@@ -192,7 +205,7 @@ class HandObjectDetector(nn.Module):
     ground-truth hand boxes, jittered by up to ``box_jitter`` of their size so it
     learns from imperfect boxes like those it will see); in eval it returns
     torchvision's detections with a ``contact`` entry per box (0 for objects).
-    Targets: ``boxes`` [M,4] xyxy px, ``labels`` [M] (1 hand, 2 object), ``contact`` [M].
+    Targets: ``boxes`` [M,4] xyxy px, ``labels`` [M] (:func:`detector_labels`), ``contact`` [M].
     """
 
     def __init__(
@@ -214,12 +227,12 @@ class HandObjectDetector(nn.Module):
         proposals, rpn_losses = det.rpn(image_list, features, targets)
         detections, roi_losses = det.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
-            hands = [t["labels"] == HAND for t in targets]
+            hands = [t["labels"] == DETECTOR_LABEL_HAND for t in targets]
             boxes = [self._jitter(t["boxes"][h]) for t, h in zip(targets, hands)]
             states = torch.cat([t["contact"][h] for t, h in zip(targets, hands)]).long()
             logits = self.contact_logits(features, boxes, image_list.image_sizes)
             return {**rpn_losses, **roi_losses, **contact_loss(logits, states)}
-        hands = [d["labels"] == HAND for d in detections]
+        hands = [d["labels"] == DETECTOR_LABEL_HAND for d in detections]
         logits = self.contact_logits(features, [d["boxes"][h] for d, h in zip(detections, hands)], image_list.image_sizes)
         for d, h, lg in zip(detections, hands, logits.split([int(h.sum()) for h in hands])):
             d["contact"] = torch.zeros_like(d["labels"])
@@ -288,7 +301,7 @@ def build(
         rpn_batch_size_per_image=rpn_batch_size_per_image,
         box_roi_pool=MatmulRoIAlign(["0"], roi_size, sampling_ratio=sampling_ratio),
         box_head=TwoMLPHead(features.out_channels * roi_size**2, representation_size),
-        box_predictor=FastRCNNPredictor(representation_size, 1 + len(CLASSES)),
+        box_predictor=FastRCNNPredictor(representation_size, 1 + len(HANDOBJ_KINDS)),
         box_batch_size_per_image=box_batch_size_per_image,
         box_detections_per_img=detections_per_img,
     )
@@ -302,7 +315,7 @@ def detect(
     model: HandObjectDetector, frames: np.ndarray, *, size: int = DEFAULT_SPEC.size, max_batch: int = 32
 ) -> list[dict[str, np.ndarray]]:
     """Detections for uint8 frames [N,H,W,3]: per frame ``boxes`` [M,4] (0-1, xyxy), ``scores`` [M],
-    ``kinds`` [M] (0 hand, 1 object), ``contact`` [M]; best score first."""
+    ``kinds`` [M] (store codes: ``HAND``, ``OBJECT``), ``contact`` [M]; best score first."""
     device = next(model.parameters()).device
     model.eval()
     out: list[dict[str, np.ndarray]] = []
@@ -314,7 +327,7 @@ def detect(
                 out.append({
                     "boxes": (d["boxes"][order] / size).clamp(0, 1).cpu().numpy(),
                     "scores": d["scores"][order].cpu().numpy(),
-                    "kinds": (d["labels"][order] - 1).cpu().numpy(),
+                    "kinds": store_kinds(d["labels"][order]).cpu().numpy(),
                     "contact": d["contact"][order].cpu().numpy(),
                 })
     return out
@@ -361,7 +374,7 @@ class HandObjectTeacher(Teacher):
 def make_meta(spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:
     """Metadata for save_teacher: kinds, contact states, input spec, plus e.g. train metrics and data source."""
     return {
-        "classes": list(CLASSES),
+        "classes": list(HANDOBJ_KINDS),
         "contact_states": list(CONTACT_STATES),
         "max_boxes": MAX_BOXES,
         "spec": spec.to_dict(),
@@ -381,7 +394,7 @@ def _detector_targets(targets: Sequence[dict[str, Any]], size: int) -> list[dict
         keep = ((boxes[:, 2:] - boxes[:, :2]) >= 1).all(1)
         out.append({
             "boxes": boxes[keep],
-            "labels": torch.as_tensor(np.asarray(t["kinds"]).reshape(-1), dtype=torch.long)[keep] + 1,
+            "labels": detector_labels(torch.as_tensor(np.asarray(t["kinds"]).reshape(-1), dtype=torch.long))[keep],
             "contact": torch.as_tensor(np.asarray(t["contact"]).reshape(-1), dtype=torch.long)[keep],
         })
     return out
@@ -477,7 +490,7 @@ def evaluate(
     found = detect(model, np.asarray(frames, np.uint8), size=spec.size)
     result: dict[str, float] = {}
     contact_hits: list[bool] = []
-    for kind, name in enumerate(CLASSES):
+    for kind, name in enumerate(HANDOBJ_KINDS):
         scores, hits, num_gt = [], [], 0
         for d, t in zip(found, targets):
             gt_boxes = np.asarray(t["boxes"], np.float32).reshape(-1, 4)
@@ -488,7 +501,7 @@ def evaluate(
             scores.append(d["scores"][mine])
             hits.append(matched >= 0)
             num_gt += int(gt_mask.sum())
-            if kind == 0:
+            if kind == HAND:
                 contact_hits += [c == gt_contact[m] for c, m in zip(d["contact"][mine], matched) if m >= 0]
         result[f"{name}_ap50"] = average_precision(np.concatenate(scores), np.concatenate(hits), num_gt)
     result["contact_accuracy"] = float(np.mean(contact_hits)) if contact_hits else float("nan")

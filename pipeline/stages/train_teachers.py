@@ -164,6 +164,8 @@ def object_crops(data: _Decoded, classes: list[str], size: int, stride: int = 1,
 
 def handobj_frames(data: _Decoded, stride: int = 1) -> tuple[np.ndarray, list[dict]]:
     """Every ``stride``-th teacher frame with its ground-truth hand and object boxes (normalised xyxy)."""
+    from pipeline.io.signals_schema import HAND, OBJECT
+
     targets = []
     for v, gt in enumerate(data.gt):
         for t in data.times[v][::stride]:
@@ -171,7 +173,7 @@ def handobj_frames(data: _Decoded, stride: int = 1) -> tuple[np.ndarray, list[di
             boxes = [h["box"] for h in f["hands"]] + [o["box"] for o in f["objects"]]
             targets.append({
                 "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-                "kinds": np.asarray([0] * len(f["hands"]) + [1] * len(f["objects"]), np.int64),
+                "kinds": np.asarray([HAND] * len(f["hands"]) + [OBJECT] * len(f["objects"]), np.int64),
                 "contact": np.asarray([h["contact"] for h in f["hands"]] + [0] * len(f["objects"]), np.int64),
             })
     return data.frames[:, ::stride].reshape(-1, *data.frames.shape[2:]), targets
