@@ -279,6 +279,7 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
     import torch
 
     from teachers import handobj as handobj_mod
+    from teachers import handobj_train, objects_train
     from teachers import objects as objects_mod
     from teachers.base import save_teacher
 
@@ -317,8 +318,8 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
             x, y = object_crops(train, classes, spec.size, s.frame_stride)
             arch_kwargs = {"num_classes": len(classes)}
             model = objects_mod.build(**arch_kwargs).to(device)
-            objects_mod.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
-            m = objects_mod.evaluate(model, *object_crops(test, classes, spec.size), spec=spec) if test else {}
+            objects_train.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
+            m = objects_train.evaluate(model, *object_crops(test, classes, spec.size), spec=spec) if test else {}
             meta = objects_mod.make_meta(classes, spec, train_metrics=m, source=source)
             arch = objects_mod.DEFAULT_ARCH
         else:
@@ -326,8 +327,8 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
             x, targets = handobj_frames(train, s.frame_stride)
             model = handobj_mod.build().to(device)
             arch_kwargs = {}
-            handobj_mod.fit(model, x, targets, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
-            m = handobj_mod.evaluate(model, *handobj_frames(test), spec=spec) if test else {}
+            handobj_train.fit(model, x, targets, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
+            m = handobj_train.evaluate(model, *handobj_frames(test), spec=spec) if test else {}
             meta = handobj_mod.make_meta(spec, train_metrics=m, source=source)
             arch = handobj_mod.DEFAULT_ARCH
         bar.close()
