@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.io.signals_schema import HAND, OBJECT
 
-CONTACT_LETTERS = "NSOPF"  # 100DOH's letters for teachers.handobj.CONTACT_STATES: none, self, other, portable, stationary
+CONTACT_LETTERS = "NSOPF"  # 100DOH's letters for signals_schema.CONTACT_STATES: none, self, other, portable, stationary
 HAND_COLOR, OBJECT_COLOR = (0, 200, 0), (255, 80, 0)  # BGR: hands green, objects blue
 
 
@@ -106,10 +107,10 @@ def signal_stats(store_path: str | Path) -> dict:
     if "handobj/boxes" in store.output_names:
         boxes = open_signal(store_path, "handobj/boxes")[ok].astype("float32")
         score, kind = boxes[..., 4], boxes[..., 5]
-        lazy["hands_per_frame"] = ((score > 0.5) & (kind == 0)).sum(axis=-1).mean()
-        lazy["objects_per_frame"] = ((score > 0.5) & (kind == 1)).sum(axis=-1).mean()
-        lazy["hand_contact_rate"] = (((score > 0.5) & (kind == 0) & (boxes[..., 6] > 0)).sum()
-                                     / da.maximum(((score > 0.5) & (kind == 0)).sum(), 1))
+        lazy["hands_per_frame"] = ((score > 0.5) & (kind == HAND)).sum(axis=-1).mean()
+        lazy["objects_per_frame"] = ((score > 0.5) & (kind == OBJECT)).sum(axis=-1).mean()
+        lazy["hand_contact_rate"] = (((score > 0.5) & (kind == HAND) & (boxes[..., 6] > 0)).sum()
+                                     / da.maximum(((score > 0.5) & (kind == HAND)).sum(), 1))
     if stats["ok"]:
         (computed,) = dask.compute(lazy)
         clip_ego = computed.pop("clip_ego_score", None)
@@ -267,9 +268,9 @@ def draw_clip(store, clip_id: str, out: str | Path, video_root: str | None = Non
         for x1, y1, x2, y2, score, kind, contact in (sig["handobj/boxes"][keep[j]] if maps is not None else []):
             if score < 0.5:
                 continue
-            color = HAND_COLOR if kind == 0 else OBJECT_COLOR
+            color = HAND_COLOR if kind == HAND else OBJECT_COLOR
             cv2.rectangle(img, (int(x1 * w), int(y1 * h)), (int(x2 * w), int(y2 * h)), color, 1)
-            if kind == 0:
+            if kind == HAND:
                 cv2.putText(img, CONTACT_LETTERS[int(contact)], (int(x1 * w) + 1, int(y2 * h) - 2),
                             cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1)
         label = f"t={ft[keep[j]]:.2f}"
@@ -298,7 +299,7 @@ def _map_tile(view: np.ndarray, maps: np.ndarray, width: int) -> np.ndarray:
     side = view.shape[0]
     up = [cv2.resize(m, (side, side), interpolation=cv2.INTER_NEAREST) for m in maps]
     tile = view.astype(np.float32) * 0.4
-    for channel, color in ((0, HAND_COLOR), (1, OBJECT_COLOR)):
+    for channel, color in ((HAND, HAND_COLOR), (OBJECT, OBJECT_COLOR)):
         tile += up[channel][..., None] * np.array(color, np.float32) * 0.6
     tile = np.clip(tile, 0, 255).astype(np.uint8)
     for k in range(1, maps.shape[2]):

@@ -10,6 +10,8 @@ from typing import Mapping
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.io.signals_schema import HAND, OBJECT
+
 # Loss weights and distillation temperature of the Ego-Exo release, Kinetics pre-training
 # configs facebookresearch/Ego-Exo configs/ego-exo/k400/Ego_Exo_{SLOWFAST,SLOW}_8x8_R50.yaml:
 # LOSS.CE_LOSS_WEIGHT 0.5; KD.ALPHA_LIST [0.1, 0.5] for KD.NUM_CLASSES_LIST [2, 1000]
@@ -59,7 +61,7 @@ def egoexo_losses(outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], 
         outputs: the student's dict (``action``, ``ego``, ``object``, ``interaction_map``).
         targets: ``action`` (class indices [B], or multi-hot [B,A] when ``multilabel``),
             ``ego`` teacher logits [B,2], ``object`` teacher logits [B,C],
-            ``interaction_map`` soft targets in [0,1] [B,2,T,H,W] (channel 0 hand, 1 object),
+            ``interaction_map`` soft targets in [0,1] [B,2,T,H,W] (channels ``HAND``, ``OBJECT``),
             optional ``interaction_map_valid`` [B] or [B,T] (samples or time steps without a
             teacher map are left out), ``noun`` class indices [B] (EPIC-100).
         weights: per term (``action``, ``noun``, ``ego``, ``object``, ``hand_map``, ``object_map``);
@@ -89,7 +91,7 @@ def egoexo_losses(outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], 
         if wanted(term, term):
             losses[f"loss_{term}"] = weights[term] * distillation_kl(outputs[term], targets[term], temperature)
 
-    map_terms = [(term, channel) for channel, term in enumerate(("hand_map", "object_map"))
+    map_terms = [(term, channel) for term, channel in (("hand_map", HAND), ("object_map", OBJECT))
                  if wanted(term, "interaction_map")]
     if map_terms:
         logits, target = outputs["interaction_map"], targets["interaction_map"]

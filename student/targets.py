@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-HAND, OBJECT = 0, 1  # ``kind`` column of the hand-object boxes; also the map channel
+from pipeline.io.signals_schema import HAND, OBJECT  # ``kind`` column of the hand-object boxes; also the map channel
 
 
 def nearest_frames(frame_time: np.ndarray, sample_times: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 from frames of third-person video. One module per teacher behind the interface in ``teachers.base``.
 
 Importing the package registers every teacher kind, so ``load_teacher`` can dispatch on a
-weights file's ``kind``.
+weights file's ``kind``. Training lives apart (``ego_train``, ``objects_train``, ``handobj_train``,
+``training``) and is imported only by what trains; ``convert`` holds the weights converters.
 """
 from teachers.base import (
     InputSpec,

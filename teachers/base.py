@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import os
 import pickle
 import sys
@@ -36,7 +35,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -47,9 +45,6 @@ WEIGHTS_FORMAT = "egoexo-teacher/1"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# progress(done_steps, total_steps, loss) -- called after every optimisation step by the fit functions.
-Progress = Callable[[int, int, float], None]
 
 
 class TeacherWeightsError(PipelineError, ValueError):
@@ -88,56 +83,7 @@ class InputSpec:
         )
 
 
-# ---------------------------------------------------------------- preprocessing
-
-
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [..., H, W, 3] -> uint8 [..., size, size, 3], area interpolation (no-op when already that size)."""
-    if frames.shape[-3:-1] == (size, size):
-        return frames
-    lead = frames.shape[:-3]
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    out = np.empty((len(flat), size, size, 3), np.uint8)
-    for i, frame in enumerate(flat):
-        out[i] = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    return out.reshape(*lead, size, size, 3)
-
-
-def to_tensor(
-    frames: np.ndarray | torch.Tensor, spec: InputSpec | None, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """uint8 [..., S, S, 3] -> float32 [..., 3, S, S] on ``device``, in 0-1 and normalised with
-    ``spec`` unless it is None. The uint8 frames move first: a quarter of the bytes of floats."""
-    x = torch.as_tensor(frames).to(device).movedim(-1, -3).float().div_(255.0)
-    if spec is not None:
-        shape = (3, 1, 1)
-        x = (x - x.new_tensor(spec.mean).view(shape)) / x.new_tensor(spec.std).view(shape)
-    return x
-
-
-def flip_and_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Light augmentation for [B, ..., H, W] batches: random horizontal flip and a random
-    translation of up to ``max_shift`` px (replicate-padded crop), drawn per sample."""
-    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)  # drawn on the CPU: same draws on any device
-    x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
-    if max_shift <= 0:
-        return x
-    lead = x.shape[1:-2]
-    padded = nn.functional.pad(x.reshape(b, -1, h, w), [max_shift] * 4, mode="replicate")
-    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).tolist()
-    out = torch.stack([p[:, dy : dy + h, dx : dx + w] for p, (dy, dx) in zip(padded, offsets)])
-    return out.reshape(b, *lead, h, w)
-
-
-def last_valid_index(valid: np.ndarray) -> np.ndarray:
-    """For each position of bool [B, F], the index of the latest valid frame at or before it
-    (the first valid one for leading gaps; 0 when a row has none)."""
-    idx = np.where(valid, np.arange(valid.shape[1]), -1)
-    filled = np.maximum.accumulate(idx, axis=1)
-    first = np.where(valid.any(1), valid.argmax(1), 0)
-    return np.where(filled < 0, first[:, None], filled)
-
+# ---------------------------------------------------------------- the interface
 
 def check_batch(frames: np.ndarray, times: np.ndarray) -> None:
     """Refuse a predict() batch whose frames and times do not describe the same clips."""
@@ -146,95 +92,6 @@ def check_batch(frames: np.ndarray, times: np.ndarray) -> None:
     if times.shape != frames.shape[:2]:
         raise ValueError(f"times {list(times.shape)} do not match frames {list(frames.shape[:2])} (B, F)")
 
-
-def run_batched(fn: Callable[[np.ndarray], np.ndarray], items: np.ndarray, max_batch: int) -> list[np.ndarray]:
-    """Apply ``fn`` to consecutive chunks of at most ``max_batch`` items."""
-    return [fn(items[i : i + max_batch]) for i in range(0, len(items), max_batch)]
-
-
-# ---------------------------------------------------------------- training helpers shared by the teachers
-
-
-def make_optimizer(model: nn.Module, lr: float, total_steps: int):
-    """AdamW with a one-cycle schedule (warm-up over the first 20% of steps, then cosine decay).
-
-    The warm-up matters: with a plain cosine schedule the BatchNorm 3D CNN of the ego
-    teacher stalled at chance for lr >= 2e-3 on the synthetic ego/exo task, with it
-    1e-3 .. 1e-2 all train.
-    """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.2)
-    return optimizer, schedule
-
-
-def fit_classifier(
-    model: nn.Module,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    spec: InputSpec,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    max_shift: int,
-    progress: Progress | None = None,
-) -> list[float]:
-    """Train a classifier on uint8 inputs [N, ..., S, S, 3] already at ``spec.size``.
-
-    Channels move in front of the spatial axes, so the same loop serves images
-    ([N,3,S,S]) and clips ([N,3,T,S,S]). Returns the mean loss of each epoch.
-    """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    x_all = torch.from_numpy(np.ascontiguousarray(inputs))
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    steps_per_epoch = math.ceil(len(x_all) / batch_size)
-    total = epochs * steps_per_epoch
-    optimizer, schedule = make_optimizer(model, lr, total)
-    history, done = [], 0
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x_all), generator=generator)
-        losses = []
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
-            x = flip_and_shift(_channels_first(to_tensor(x_all[idx], spec)), generator, max_shift)
-            loss = nn.functional.cross_entropy(model(x.to(device)), y_all[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            done += 1
-            if progress is not None:
-                progress(done, total, losses[-1])
-        history.append(float(np.mean(losses)))
-    model.eval()
-    return history
-
-
-def evaluate_classifier(
-    model: nn.Module, inputs: np.ndarray, labels: np.ndarray, spec: InputSpec, batch_size: int = 64
-) -> dict[str, float]:
-    """Top-1 accuracy on uint8 inputs at ``spec.size``, and the majority-class rate it should beat."""
-    labels = np.asarray(labels)
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode():
-        predict = lambda chunk: model(_channels_first(to_tensor(chunk, spec, device))).argmax(1).cpu().numpy()
-        preds = np.concatenate(run_batched(predict, inputs, batch_size))
-    chance = np.bincount(labels).max() / len(labels)
-    return {"accuracy": float((preds == labels).mean()), "chance": float(chance)}
-
-
-def _channels_first(x: torch.Tensor) -> torch.Tensor:
-    """to_tensor gives [N, (T,) 3, S, S]; torchvision's video models want [N, 3, T, S, S]."""
-    return x.transpose(1, 2) if x.dim() == 5 else x
-
-
-# ---------------------------------------------------------------- the interface
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 

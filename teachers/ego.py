@@ -23,19 +23,8 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DNoTemporal, Conv3DSimple, VideoResNet
 
-from teachers.base import (
-    InputSpec,
-    Progress,
-    Teacher,
-    check_batch,
-    evaluate_classifier,
-    fit_classifier,
-    last_valid_index,
-    register_teacher,
-    resize_frames,
-    run_batched,
-    to_tensor,
-)
+from teachers.base import InputSpec, Teacher, check_batch, register_teacher
+from teachers.preprocess import last_valid_index, resize_frames, run_batched, to_tensor
 
 CLASSES = ("exo", "ego")
 DEFAULT_ARCH = "videoresnet_tiny"
@@ -150,39 +139,6 @@ def _init_like_videoresnet(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
-
-
-def _clips_to_input(clips: np.ndarray, spec: InputSpec) -> np.ndarray:
-    return resize_frames(np.asarray(clips, dtype=np.uint8), spec.size)
-
-
-def fit(
-    model: nn.Module,
-    clips: np.ndarray,
-    labels: np.ndarray,
-    *,
-    spec: InputSpec = DEFAULT_SPEC,
-    epochs: int = 10,
-    batch_size: int = 16,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> list[float]:
-    """Train on uint8 clips [N, T, H, W, 3] (T = spec.num_frames) with labels [N] (0 exo, 1 ego).
-
-    Light augmentation: horizontal flip and a shift of up to 1/32 of the side.
-    Returns the mean training loss of each epoch.
-    """
-    inputs = _clips_to_input(clips, spec)
-    return fit_classifier(
-        model, inputs, labels, spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        max_shift=spec.size // 32, progress=progress,
-    )
-
-
-def evaluate(model: nn.Module, clips: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_SPEC) -> dict[str, float]:
-    """{"accuracy": top-1 on clips [N,T,H,W,3], "chance": majority-class rate of ``labels``}."""
-    return evaluate_classifier(model, _clips_to_input(clips, spec), labels, spec)
 
 
 def make_meta(spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:

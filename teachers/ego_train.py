@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from teachers.base import InputSpec, flip_and_shift, make_optimizer, to_tensor
-from teachers.ego import CLASSES
+from teachers.base import InputSpec
+from teachers.ego import CLASSES, DEFAULT_SPEC
+from teachers.preprocess import resize_frames, to_tensor
+from teachers.training import Progress, evaluate_classifier, fit_classifier, flip_and_shift, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -218,3 +220,39 @@ def train_ego(
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+# ---------------------------------------------------------------- clips in memory (tests, benchmarks)
+
+
+def _clips_to_input(clips: np.ndarray, spec: InputSpec) -> np.ndarray:
+    return resize_frames(np.asarray(clips, dtype=np.uint8), spec.size)
+
+
+def fit(
+    model: nn.Module,
+    clips: np.ndarray,
+    labels: np.ndarray,
+    *,
+    spec: InputSpec = DEFAULT_SPEC,
+    epochs: int = 10,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[float]:
+    """Train on uint8 clips [N, T, H, W, 3] (T = spec.num_frames) with labels [N] (0 exo, 1 ego).
+
+    Light augmentation: horizontal flip and a shift of up to 1/32 of the side.
+    Returns the mean training loss of each epoch.
+    """
+    inputs = _clips_to_input(clips, spec)
+    return fit_classifier(
+        model, inputs, labels, spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        max_shift=spec.size // 32, progress=progress,
+    )
+
+
+def evaluate(model: nn.Module, clips: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_SPEC) -> dict[str, float]:
+    """{"accuracy": top-1 on clips [N,T,H,W,3], "chance": majority-class rate of ``labels``}."""
+    return evaluate_classifier(model, _clips_to_input(clips, spec), labels, spec)

@@ -18,12 +18,14 @@ the detector boxed heads as hands.
 ``HandObjectDetector`` wraps that detector and adds the contact head. As in
 100DOH, contact is classified from box-head features of the hand box enlarged
 by 30% on each side, so the head sees what the hand touches. Detector labels:
-0 background, 1 hand, 2 object. Contact states (100DOH): 0 N no contact,
-1 S self, 2 O other person, 3 P portable object, 4 F stationary object.
+0 background, then the store's kind codes shifted by one (:func:`detector_labels`).
+Contact states (100DOH): 0 N no contact, 1 S self, 2 O other person, 3 P portable
+object, 4 F stationary object (``pipeline.io.signals_schema``).
 
 Per frame the teacher emits up to ``MAX_BOXES`` rows, best score first:
 ``[x1, y1, x2, y2 (0-1, of the frame), score, kind (0 hand, 1 object), contact]``;
-rows of score 0 are padding (objects always have contact 0).
+rows of score 0 are padding (objects always have contact 0). Training and the detection AP
+metric live in :mod:`teachers.handobj_train`.
 """
 from __future__ import annotations
 
@@ -37,29 +39,31 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign, box_iou, clip_boxes_to_image
+from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
 
-from teachers.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    InputSpec,
-    Progress,
-    Teacher,
-    check_batch,
-    make_optimizer,
-    register_teacher,
-    resize_frames,
-    to_tensor,
-)
+from pipeline.io.signals_schema import CONTACT_STATES, HAND, HANDOBJ_KINDS
+from teachers.base import IMAGENET_MEAN, IMAGENET_STD, InputSpec, Teacher, check_batch, register_teacher
+from teachers.preprocess import resize_frames, to_tensor
 
 
-CLASSES = ("hand", "object")  # kind 0, 1; detector label = kind + 1 (0 is background)
-CONTACT_STATES = ("no_contact", "self", "other_person", "portable_object", "stationary_object")
 MAX_BOXES = 8
 DEFAULT_ARCH = "fasterrcnn_tiny_fpn"
 # mean/std here mirror the detector transform's image_mean/image_std, which does the normalising.
 DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=128)
-HAND, OBJECT = 1, 2
+
+
+def detector_labels(kinds: Tensor | int) -> Tensor | int:
+    """Store kind codes (``HAND``, ``OBJECT``) -> the detector's class labels: torchvision's detectors
+    reserve label 0 for background, so every code moves up by one."""
+    return kinds + 1
+
+
+def store_kinds(labels: Tensor) -> Tensor:
+    """The detector's class labels -> store kind codes (the inverse of :func:`detector_labels`)."""
+    return labels - 1
+
+
+DETECTOR_LABEL_HAND = detector_labels(HAND)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 2) -> nn.Sequential:
@@ -192,7 +196,7 @@ class HandObjectDetector(nn.Module):
     ground-truth hand boxes, jittered by up to ``box_jitter`` of their size so it
     learns from imperfect boxes like those it will see); in eval it returns
     torchvision's detections with a ``contact`` entry per box (0 for objects).
-    Targets: ``boxes`` [M,4] xyxy px, ``labels`` [M] (1 hand, 2 object), ``contact`` [M].
+    Targets: ``boxes`` [M,4] xyxy px, ``labels`` [M] (:func:`detector_labels`), ``contact`` [M].
     """
 
     def __init__(
@@ -214,12 +218,12 @@ class HandObjectDetector(nn.Module):
         proposals, rpn_losses = det.rpn(image_list, features, targets)
         detections, roi_losses = det.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
-            hands = [t["labels"] == HAND for t in targets]
+            hands = [t["labels"] == DETECTOR_LABEL_HAND for t in targets]
             boxes = [self._jitter(t["boxes"][h]) for t, h in zip(targets, hands)]
             states = torch.cat([t["contact"][h] for t, h in zip(targets, hands)]).long()
             logits = self.contact_logits(features, boxes, image_list.image_sizes)
             return {**rpn_losses, **roi_losses, **contact_loss(logits, states)}
-        hands = [d["labels"] == HAND for d in detections]
+        hands = [d["labels"] == DETECTOR_LABEL_HAND for d in detections]
         logits = self.contact_logits(features, [d["boxes"][h] for d, h in zip(detections, hands)], image_list.image_sizes)
         for d, h, lg in zip(detections, hands, logits.split([int(h.sum()) for h in hands])):
             d["contact"] = torch.zeros_like(d["labels"])
@@ -288,7 +292,7 @@ def build(
         rpn_batch_size_per_image=rpn_batch_size_per_image,
         box_roi_pool=MatmulRoIAlign(["0"], roi_size, sampling_ratio=sampling_ratio),
         box_head=TwoMLPHead(features.out_channels * roi_size**2, representation_size),
-        box_predictor=FastRCNNPredictor(representation_size, 1 + len(CLASSES)),
+        box_predictor=FastRCNNPredictor(representation_size, 1 + len(HANDOBJ_KINDS)),
         box_batch_size_per_image=box_batch_size_per_image,
         box_detections_per_img=detections_per_img,
     )
@@ -302,7 +306,7 @@ def detect(
     model: HandObjectDetector, frames: np.ndarray, *, size: int = DEFAULT_SPEC.size, max_batch: int = 32
 ) -> list[dict[str, np.ndarray]]:
     """Detections for uint8 frames [N,H,W,3]: per frame ``boxes`` [M,4] (0-1, xyxy), ``scores`` [M],
-    ``kinds`` [M] (0 hand, 1 object), ``contact`` [M]; best score first."""
+    ``kinds`` [M] (store codes: ``HAND``, ``OBJECT``), ``contact`` [M]; best score first."""
     device = next(model.parameters()).device
     model.eval()
     out: list[dict[str, np.ndarray]] = []
@@ -314,7 +318,7 @@ def detect(
                 out.append({
                     "boxes": (d["boxes"][order] / size).clamp(0, 1).cpu().numpy(),
                     "scores": d["scores"][order].cpu().numpy(),
-                    "kinds": (d["labels"][order] - 1).cpu().numpy(),
+                    "kinds": store_kinds(d["labels"][order]).cpu().numpy(),
                     "contact": d["contact"][order].cpu().numpy(),
                 })
     return out
@@ -361,151 +365,9 @@ class HandObjectTeacher(Teacher):
 def make_meta(spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:
     """Metadata for save_teacher: kinds, contact states, input spec, plus e.g. train metrics and data source."""
     return {
-        "classes": list(CLASSES),
+        "classes": list(HANDOBJ_KINDS),
         "contact_states": list(CONTACT_STATES),
         "max_boxes": MAX_BOXES,
         "spec": spec.to_dict(),
         **extra,
     }
-
-
-# ---------------------------------------------------------------- training and evaluation
-
-
-def _detector_targets(targets: Sequence[dict[str, Any]], size: int) -> list[dict[str, Tensor]]:
-    """Normalised annotations -> torchvision targets in px of the resized square frame; boxes
-    under one pixel wide or high are dropped (FasterRCNN refuses degenerate boxes)."""
-    out = []
-    for t in targets:
-        boxes = torch.as_tensor(np.asarray(t["boxes"], np.float32).reshape(-1, 4)).clamp(0, 1) * size
-        keep = ((boxes[:, 2:] - boxes[:, :2]) >= 1).all(1)
-        out.append({
-            "boxes": boxes[keep],
-            "labels": torch.as_tensor(np.asarray(t["kinds"]).reshape(-1), dtype=torch.long)[keep] + 1,
-            "contact": torch.as_tensor(np.asarray(t["contact"]).reshape(-1), dtype=torch.long)[keep],
-        })
-    return out
-
-
-def _hflip(image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    w = image.shape[-1]
-    boxes = target["boxes"]
-    boxes = boxes[:, [2, 1, 0, 3]] * boxes.new_tensor([-1.0, 1.0, -1.0, 1.0]) + boxes.new_tensor([w, 0.0, w, 0.0])
-    return image.flip(-1), {**target, "boxes": boxes}
-
-
-def fit(
-    model: HandObjectDetector,
-    frames: np.ndarray,
-    targets: Sequence[dict[str, Any]],
-    *,
-    spec: InputSpec = DEFAULT_SPEC,
-    epochs: int = 10,
-    batch_size: int = 8,
-    lr: float = 2e-3,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> list[float]:
-    """Train on uint8 frames [N,H,W,3] with per-frame annotations ``{"boxes": [M,4] normalised xyxy,
-    "kinds": [M] (0 hand, 1 object), "contact": [M]}``; random horizontal flips.
-
-    AdamW, one-cycle schedule; returns the mean summed loss of each epoch.
-    """
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    images = torch.from_numpy(resize_frames(np.asarray(frames, np.uint8), spec.size))
-    det_targets = _detector_targets(targets, spec.size)
-    steps_per_epoch = math.ceil(len(images) / batch_size)
-    total = epochs * steps_per_epoch
-    optimizer, schedule = make_optimizer(model, lr, total)
-    history, done = [], 0
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=generator).tolist()
-        losses = []
-        for i in range(0, len(order), batch_size):
-            batch_images, batch_targets = [], []
-            for j in order[i : i + batch_size]:
-                image, target = to_tensor(images[j], None), det_targets[j]
-                if torch.rand(1, generator=generator).item() < 0.5:
-                    image, target = _hflip(image, target)
-                batch_images.append(image.to(device))
-                batch_targets.append({k: v.to(device) for k, v in target.items()})
-            loss_terms = model(batch_images, batch_targets)
-            loss = sum(loss_terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            done += 1
-            if progress is not None:
-                progress(done, total, losses[-1])
-        history.append(float(np.mean(losses)))
-    model.eval()
-    return history
-
-
-def average_precision(scores: np.ndarray, is_true_positive: np.ndarray, num_ground_truth: int) -> float:
-    """All-point interpolated AP (area under the precision envelope, as VOC2010+ and COCO).
-
-    Written by hand because no detection-metric library is installed here
-    (pycocotools/torchmetrics); sklearn's average_precision_score ranks
-    binary labels and has no notion of ground truth the detector never found.
-    """
-    if num_ground_truth == 0:
-        return float("nan")
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(is_true_positive[order])
-    precision = tp / np.arange(1, len(tp) + 1)
-    recall = tp / num_ground_truth
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * envelope))
-
-
-def evaluate(
-    model: HandObjectDetector,
-    frames: np.ndarray,
-    targets: Sequence[dict[str, Any]],
-    *,
-    spec: InputSpec = DEFAULT_SPEC,
-    iou_threshold: float = 0.5,
-) -> dict[str, float]:
-    """Hand and object AP at IoU 0.5, and contact-state accuracy over the ground-truth hands that
-    a hand detection matched (NaN where a quantity has nothing to count)."""
-    found = detect(model, np.asarray(frames, np.uint8), size=spec.size)
-    result: dict[str, float] = {}
-    contact_hits: list[bool] = []
-    for kind, name in enumerate(CLASSES):
-        scores, hits, num_gt = [], [], 0
-        for d, t in zip(found, targets):
-            gt_boxes = np.asarray(t["boxes"], np.float32).reshape(-1, 4)
-            gt_mask = np.asarray(t["kinds"]).reshape(-1) == kind
-            gt_contact = np.asarray(t["contact"]).reshape(-1)[gt_mask]
-            mine = d["kinds"] == kind  # detect() returns them best score first
-            matched = _match(d["boxes"][mine], gt_boxes[gt_mask], iou_threshold)
-            scores.append(d["scores"][mine])
-            hits.append(matched >= 0)
-            num_gt += int(gt_mask.sum())
-            if kind == 0:
-                contact_hits += [c == gt_contact[m] for c, m in zip(d["contact"][mine], matched) if m >= 0]
-        result[f"{name}_ap50"] = average_precision(np.concatenate(scores), np.concatenate(hits), num_gt)
-    result["contact_accuracy"] = float(np.mean(contact_hits)) if contact_hits else float("nan")
-    return result
-
-
-def _match(pred: np.ndarray, gt: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy matching of score-sorted predictions: each takes the best still-unmatched ground
-    truth with IoU >= threshold. Returns the matched ground-truth index per prediction, -1 if none."""
-    matched = np.full(len(pred), -1)
-    if len(pred) == 0 or len(gt) == 0:
-        return matched
-    iou = box_iou(torch.from_numpy(pred), torch.from_numpy(gt)).numpy()
-    taken = np.zeros(len(gt), bool)
-    for i in range(len(pred)):
-        candidates = np.where(taken, -1.0, iou[i])
-        j = int(candidates.argmax())
-        if candidates[j] >= iou_threshold:
-            matched[i], taken[j] = j, True
-    return matched

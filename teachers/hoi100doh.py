@@ -41,8 +41,9 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.ops import nms, roi_align
 
+from pipeline.io.signals_schema import CONTACT_STATES, HAND, HANDOBJ_KINDS, OBJECT
 from teachers.base import InputSpec, register_teacher
-from teachers.handobj import CONTACT_STATES, MAX_BOXES, HandObjectTeacher
+from teachers.handobj import MAX_BOXES, HandObjectTeacher
 
 ARCH = "faster_rcnn_r101_c4"
 CLASSES = ("__background__", "targetobject", "hand")  # the checkpoint's class order
@@ -267,13 +268,14 @@ def select_detections(out: dict[str, Tensor], scale: float, thresholds: Threshol
     Returns ``boxes`` [M, 4] in original-image pixels, ``scores``, ``kinds`` (0 hand, 1 object; the store's
     codes), ``contact`` (0 for objects), ``side`` (1 right, 0 left) and ``offset`` [M, 3], best score first."""
     found = []
-    for label, kind, threshold in ((2, 0, thresholds.hand), (1, 1, thresholds.object)):
+    for label, kind, threshold in ((CLASSES.index("hand"), HAND, thresholds.hand),
+                                   (CLASSES.index("targetobject"), OBJECT, thresholds.object)):
         scores = out["probs"][:, label]
         idx = torch.nonzero(scores > threshold).view(-1)
         idx = idx[scores[idx].argsort(descending=True)]
         boxes = out["boxes"][idx, 4 * label : 4 * label + 4]
         idx = idx[nms_plus_one(boxes, scores[idx], thresholds.nms)]
-        contact = out["contact"][idx].argmax(1) if kind == 0 else torch.zeros_like(idx)
+        contact = out["contact"][idx].argmax(1) if kind == HAND else torch.zeros_like(idx)
         found.append((out["boxes"][idx, 4 * label : 4 * label + 4] / scale, scores[idx], torch.full_like(idx, kind),
                       contact, (torch.sigmoid(out["side"][idx]) > 0.5).long(), out["offset"][idx]))
     boxes, scores, kinds, contact, side, offset = (torch.cat(parts) for parts in zip(*found))
@@ -304,7 +306,7 @@ def make_meta(thresholds: Thresholds = Thresholds(), short_side: int = SHORT_SID
     """Metadata for save_teacher: the store's kinds and contact states, preprocessing and thresholds."""
     spec = InputSpec(SPEC.frame_rate, short_side, SPEC.mean, SPEC.std)
     return {
-        "classes": ["hand", "object"],
+        "classes": list(HANDOBJ_KINDS),
         "source_classes": list(CLASSES),
         "contact_states": list(CONTACT_STATES),
         "max_boxes": MAX_BOXES,

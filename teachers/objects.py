@@ -12,6 +12,8 @@ Two kinds of architecture:
   ``ARCH:WEIGHTS@FILE``. Frames get exactly the preprocessing of torchvision's
   ``weights.transforms()``: short side resized to ``resize_size`` (aspect kept), centre
   crop ``crop_size``, the weights' interpolation, mean and std.
+
+Training (the demo's ``resnet_narrow`` only) lives in :mod:`teachers.objects_train`.
 """
 from __future__ import annotations
 
@@ -29,20 +31,8 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from teachers.base import (
-    InputSpec,
-    Progress,
-    Teacher,
-    check_batch,
-    TeacherWeightsError,
-    evaluate_classifier,
-    file_sha256,
-    fit_classifier,
-    register_teacher,
-    resize_frames,
-    run_batched,
-    to_tensor,
-)
+from teachers.base import InputSpec, Teacher, TeacherWeightsError, check_batch, file_sha256, register_teacher
+from teachers.preprocess import resize_frames, run_batched, to_tensor
 
 DEFAULT_ARCH = "resnet_narrow"
 DEFAULT_SPEC = InputSpec(frame_rate=4.0, size=64)
@@ -88,34 +78,6 @@ def build(
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return model
-
-
-def fit(
-    model: nn.Module,
-    frames: np.ndarray,
-    labels: np.ndarray,
-    *,
-    spec: InputSpec = DEFAULT_SPEC,
-    epochs: int = 5,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> list[float]:
-    """Train on uint8 frames [N, H, W, 3] with class indices [N]; flip + small shift augmentation.
-
-    Returns the mean training loss of each epoch.
-    """
-    inputs = resize_frames(np.asarray(frames, np.uint8), spec.size)
-    return fit_classifier(
-        model, inputs, labels, spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        max_shift=spec.size // 16, progress=progress,
-    )
-
-
-def evaluate(model: nn.Module, frames: np.ndarray, labels: np.ndarray, *, spec: InputSpec = DEFAULT_SPEC) -> dict[str, float]:
-    """{"accuracy": top-1 on frames [N,H,W,3], "chance": majority-class rate of ``labels``}."""
-    return evaluate_classifier(model, resize_frames(np.asarray(frames, np.uint8), spec.size), labels, spec)
 
 
 def make_meta(classes: Sequence[str], spec: InputSpec = DEFAULT_SPEC, **extra: Any) -> dict[str, Any]:

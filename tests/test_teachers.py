@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, roi_align
 
 import teachers
-from teachers import base, ego, handobj, objects
+from teachers import base, ego, handobj, objects, preprocess
 from teachers.base import InputSpec, TeacherWeightsError, load_teacher, save_teacher
 
 KINDS = ["ego", "handobj", "object"]
@@ -79,12 +79,12 @@ def test_input_spec_round_trips_through_a_dict():
 
 def test_last_valid_index_forward_fills_and_back_fills_leading_gaps():
     valid = np.array([[True, False, True, False, False], [False, False, True, True, False], [False] * 5])
-    assert base.last_valid_index(valid).tolist() == [[0, 0, 2, 2, 2], [2, 2, 2, 3, 3], [0, 0, 0, 0, 0]]
+    assert preprocess.last_valid_index(valid).tolist() == [[0, 0, 2, 2, 2], [2, 2, 2, 3, 3], [0, 0, 0, 0, 0]]
 
 
 def test_to_tensor_normalises_per_channel():
     spec = InputSpec(4.0, 2, mean=(0.5, 0.0, 1.0), std=(0.5, 1.0, 2.0))
-    x = base.to_tensor(np.full((1, 2, 2, 3), 255, np.uint8), spec)
+    x = preprocess.to_tensor(np.full((1, 2, 2, 3), 255, np.uint8), spec)
     assert x.shape == (1, 3, 2, 2) and x.dtype == torch.float32
     assert x[0, :, 0, 0].tolist() == pytest.approx([1.0, 1.0, 0.0])
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from teachers import ego, handobj, objects
+from teachers import ego, ego_train, handobj, handobj_train, objects, objects_train
 
 SKIN = (224, 172, 140)
 
@@ -85,10 +85,10 @@ def test_ego_fit_learns_ego_vs_exo():
     torch.manual_seed(0)
     model = ego.build()
     steps = []
-    history = ego.fit(model, *train, epochs=4, seed=0, progress=lambda done, total, loss: steps.append((done, total)))
+    history = ego_train.fit(model, *train, epochs=4, seed=0, progress=lambda done, total, loss: steps.append((done, total)))
     assert steps[-1] == (len(steps), 4 * 6)
     assert history[-1] < history[0]
-    result = ego.evaluate(model, *test)
+    result = ego_train.evaluate(model, *test)
     assert result["chance"] < 0.65
     assert result["accuracy"] >= result["chance"] + 0.2, result
 
@@ -97,9 +97,9 @@ def test_object_fit_learns_disc_vs_square():
     train, test = object_frames(192, seed=0), object_frames(96, seed=1)
     torch.manual_seed(0)
     model = objects.build(num_classes=2)
-    history = objects.fit(model, *train, epochs=3, seed=0)
+    history = objects_train.fit(model, *train, epochs=3, seed=0)
     assert history[-1] < history[0]
-    result = objects.evaluate(model, *test)
+    result = objects_train.evaluate(model, *test)
     assert result["accuracy"] >= result["chance"] + 0.3, result  # seeds 0-2 gave 0.94-0.95
 
 
@@ -107,9 +107,9 @@ def test_handobj_fit_finds_hands_objects_and_contact(tmp_path):
     train, test = handobj_frames(120, seed=0), handobj_frames(40, seed=1)
     torch.manual_seed(0)
     model = handobj.build()
-    history = handobj.fit(model, *train, epochs=7, seed=0)
+    history = handobj_train.fit(model, *train, epochs=7, seed=0)
     assert history[-1] < 0.5 * history[0]
-    result = handobj.evaluate(model, *test)
+    result = handobj_train.evaluate(model, *test)
     assert result["hand_ap50"] > 0.5, result
     assert result["object_ap50"] > 0.5, result
     assert result["contact_accuracy"] > 0.7, result  # half the hands touch: chance is 0.5
@@ -128,17 +128,17 @@ def test_handobj_fit_finds_hands_objects_and_contact(tmp_path):
 
 def test_average_precision_all_point_interpolation():
     # ranked: TP, FP, TP with 3 ground truths -> precision envelope 1, 2/3, 2/3 over recall steps 1/3, 0, 1/3
-    ap = handobj.average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), 3)
+    ap = handobj_train.average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), 3)
     assert ap == pytest.approx(1 / 3 + 2 / 9)
-    assert handobj.average_precision(np.array([0.2, 0.9]), np.array([True, True]), 2) == pytest.approx(1.0)
-    assert handobj.average_precision(np.array([]), np.array([], bool), 4) == 0.0
-    assert np.isnan(handobj.average_precision(np.array([0.5]), np.array([False]), 0))
+    assert handobj_train.average_precision(np.array([0.2, 0.9]), np.array([True, True]), 2) == pytest.approx(1.0)
+    assert handobj_train.average_precision(np.array([]), np.array([], bool), 4) == 0.0
+    assert np.isnan(handobj_train.average_precision(np.array([0.5]), np.array([False]), 0))
 
 
 def test_match_takes_each_ground_truth_once():
     gt = np.array([[0.0, 0.0, 0.5, 0.5]], np.float32)
     pred = np.array([[0.0, 0.0, 0.5, 0.5], [0.01, 0.0, 0.5, 0.5], [0.5, 0.5, 1, 1]], np.float32)
-    assert handobj._match(pred, gt, 0.5).tolist() == [0, -1, -1]
+    assert handobj_train._match(pred, gt, 0.5).tolist() == [0, -1, -1]
 
 
 def test_evaluate_of_perfect_detections_is_one(monkeypatch):
@@ -147,5 +147,5 @@ def test_evaluate_of_perfect_detections_is_one(monkeypatch):
         {"boxes": t["boxes"], "scores": np.array([0.9, 0.8], np.float32), "kinds": t["kinds"], "contact": t["contact"]}
         for t in targets
     ]
-    monkeypatch.setattr(handobj, "detect", lambda *a, **k: perfect)
-    assert handobj.evaluate(None, frames, targets) == {"hand_ap50": 1.0, "object_ap50": 1.0, "contact_accuracy": 1.0}
+    monkeypatch.setattr(handobj_train, "detect", lambda *a, **k: perfect)
+    assert handobj_train.evaluate(None, frames, targets) == {"hand_ap50": 1.0, "object_ap50": 1.0, "contact_accuracy": 1.0}

@@ -190,7 +190,7 @@ def store_boxes(obj_dets: np.ndarray | None, hand_dets: np.ndarray | None, width
     """One frame's release detections -> the store's rows ``[max_boxes, 7]`` float32
     (x1, y1, x2, y2 normalised 0-1 of the frame, score, kind 0 hand / 1 object, contact state;
     objects get contact 0), best score first, zero-padded; also how many were dropped."""
-    from student.targets import HAND, OBJECT
+    from pipeline.io.signals_schema import HAND, OBJECT
 
     parts = []
     for dets, kind in ((hand_dets, HAND), (obj_dets, OBJECT)):
@@ -360,11 +360,11 @@ def import_egoexo(
                               "weights_sha256": sources["object"]["sha256"], "imported": SOURCE}
         outputs["object/logits"] = ((F, num_classes), "float16")
     if handobj:
-        from teachers.handobj import CLASSES, CONTACT_STATES
+        from pipeline.io.signals_schema import CONTACT_STATES, HANDOBJ_KINDS
 
         sources["handobj"] = {"path": str(Path(handobj).resolve())}
         teachers["handobj"] = {"name": "handobj", "arch": "100DOH (Shan et al. 2020), per native frame",
-                               "classes": list(CLASSES), "contact_states": list(CONTACT_STATES),
+                               "classes": list(HANDOBJ_KINDS), "contact_states": list(CONTACT_STATES),
                                "max_boxes": max_boxes, "spec": spec, "source": sources["handobj"]["path"],
                                "imported": SOURCE}
         outputs["handobj/boxes"] = ((F, max_boxes, 7), "float16")
@@ -480,7 +480,8 @@ def export_egoexo(store_path: str, manifest: str, out: str, *, video_root: str |
     from pipeline.io.store import OK, open_store
     from pipeline.stages.common import load_table
     from student.dataset import window_times
-    from student.targets import HAND, nearest_frames
+    from pipeline.io.signals_schema import HAND
+    from student.targets import nearest_frames
 
     store = open_store(store_path)
     table = load_table(manifest, manifest_format, classes)

@@ -8,21 +8,27 @@ ego/exo sampling, validation accuracy each epoch on held-out pairs, best epoch k
 The object classifier and the hand-object detector need per-frame ground truth (boxes,
 contact, object category), which the demo world provides in ``ground_truth/<video>.json``;
 real runs bring ImageNet / 100DOH weights instead.
+
+Each teacher kind has one trainer in :data:`TRAINERS` (``@register_trainer(kind)``): a function of the
+shared :class:`TrainJob` and the kind's settings section that returns a :class:`TrainedTeacher`. The
+stage loops over the configured kinds and saves what each trainer returns.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.stages.common import load_table, pick_device, prepare_out_dir, progress, require
 
-KINDS = ("ego", "object", "handobj")
-
+if TYPE_CHECKING:
+    from teachers.training import Progress
 
 @dataclass
 class FitSettings:
@@ -60,7 +66,7 @@ class TrainTeachersConfig:
     video_root: str = ""
     ground_truth: str | None = None  # per-frame ground truth folder (needed for object/handobj)
     out: str = ""
-    teachers: list[str] = field(default_factory=lambda: list(KINDS))
+    teachers: list[str] = field(default_factory=lambda: list(TRAINERS))  # kinds, in training order
     seed: int = 0
     device: str = "auto"
     ego: EgoFitSettings = field(default_factory=EgoFitSettings)
@@ -69,11 +75,12 @@ class TrainTeachersConfig:
 
     def validate(self) -> None:
         require(self, "manifest", "video_root", "out")
-        bad = [k for k in self.teachers if k not in KINDS]
+        bad = [k for k in self.teachers if k not in TRAINERS]
         if bad:
-            raise ValueError(f"'teachers' has unknown kinds {bad}; known: {list(KINDS)}")
-        if {"object", "handobj"} & set(self.teachers) and not self.ground_truth:
-            raise ValueError("training the object or hand-object teacher needs 'ground_truth' (per-frame annotations)")
+            raise ValueError(f"'teachers' has unknown kinds {bad}; known: {list(TRAINERS)}")
+        need = [k for k in self.teachers if TRAINERS[k].needs_ground_truth]
+        if need and not self.ground_truth:
+            raise ValueError(f"training the {' and '.join(need)} teacher needs 'ground_truth' (per-frame annotations)")
         from teachers.ego import ARCHS, DEFAULT_ARCH
 
         if self.ego.arch not in ARCHS:
@@ -164,6 +171,8 @@ def object_crops(data: _Decoded, classes: list[str], size: int, stride: int = 1,
 
 def handobj_frames(data: _Decoded, stride: int = 1) -> tuple[np.ndarray, list[dict]]:
     """Every ``stride``-th teacher frame with its ground-truth hand and object boxes (normalised xyxy)."""
+    from pipeline.io.signals_schema import HAND, OBJECT
+
     targets = []
     for v, gt in enumerate(data.gt):
         for t in data.times[v][::stride]:
@@ -171,7 +180,7 @@ def handobj_frames(data: _Decoded, stride: int = 1) -> tuple[np.ndarray, list[di
             boxes = [h["box"] for h in f["hands"]] + [o["box"] for o in f["objects"]]
             targets.append({
                 "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-                "kinds": np.asarray([0] * len(f["hands"]) + [1] * len(f["objects"]), np.int64),
+                "kinds": np.asarray([HAND] * len(f["hands"]) + [OBJECT] * len(f["objects"]), np.int64),
                 "contact": np.asarray([h["contact"] for h in f["hands"]] + [0] * len(f["objects"]), np.int64),
             })
     return data.frames[:, ::stride].reshape(-1, *data.frames.shape[2:]), targets
@@ -213,15 +222,72 @@ def split_pairs(table, fraction: float, seed: int) -> tuple[list[int], list[int]
     return [i for i, k in enumerate(keys) if k not in held], [i for i, k in enumerate(keys) if k in held]
 
 
-def train_ego_teacher(cfg: TrainTeachersConfig, train_table, test_table, device: str, progress_cb=None):
-    """Build, initialise and train the ego/exo classifier of ``cfg.ego``; returns
-    ``(model, arch_kwargs, meta, held-out metrics)`` for :func:`teachers.base.save_teacher`."""
+# ---------------------------------------------------------------- one trainer per teacher kind
+
+@dataclass
+class TrainedTeacher:
+    """A trainer's result: what :func:`teachers.base.save_teacher` writes, and the held-out metrics."""
+
+    model: Any
+    arch: str
+    arch_kwargs: dict
+    meta: dict
+    metrics: dict
+
+
+class TrainJob:
+    """What every trainer reads: the config, the manifests, the device, and (for the teachers trained
+    on ground truth) the videos' frames with their annotations, decoded once when first asked for."""
+
+    def __init__(self, cfg: TrainTeachersConfig, train_table, test_table, device: str):
+        self.cfg, self.train_table, self.test_table, self.device = cfg, train_table, test_table, device
+        self.source = {"manifest": str(cfg.manifest), "sha256": train_table.source_sha256, "videos": len(train_table)}
+
+    @functools.cached_property
+    def annotated(self) -> tuple[_Decoded, _Decoded | None]:
+        """(train, test or None) frames at the demo teachers' rate, at the largest of their sizes."""
+        from teachers import handobj, objects
+
+        fps = objects.DEFAULT_SPEC.frame_rate
+        size = max(m.DEFAULT_SPEC.size for m in (objects, handobj))
+        cfg = self.cfg
+        train = _decode(self.train_table, cfg.video_root, cfg.ground_truth, fps, size, "decode train videos")
+        test = (_decode(self.test_table, cfg.video_root, cfg.ground_truth, fps, size, "decode test videos")
+                if self.test_table is not None else None)
+        return train, test
+
+
+@dataclass(frozen=True)
+class Trainer:
+    train: Callable[[TrainJob, Any, Progress | None], TrainedTeacher]  # (job, the kind's settings section, progress)
+    needs_ground_truth: bool
+
+
+# teacher kind (= its settings section of TrainTeachersConfig and its weights file name) -> trainer
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(kind: str, *, needs_ground_truth: bool = False):
+    """Decorator: train teachers of ``kind`` with this function (``pipeline run train-teachers``)."""
+
+    def register(fn):
+        if kind in TRAINERS:
+            raise ValueError(f"a trainer for teacher kind {kind!r} is already registered")
+        TRAINERS[kind] = Trainer(fn, needs_ground_truth)
+        return fn
+
+    return register
+
+
+@register_trainer("ego")
+def train_ego_teacher(job: TrainJob, s: EgoFitSettings, progress_cb: Progress | None = None) -> TrainedTeacher:
+    """Build, initialise and train the ego/exo classifier of ``cfg.ego`` on the manifest's videos."""
     import torch
 
     from teachers import ego as ego_mod
     from teachers.ego_train import EgoTrainSettings, EgoWindows, evaluate_windows, train_ego
 
-    s = cfg.ego
+    cfg, train_table, test_table = job.cfg, job.train_table, job.test_table
     spec = dataclasses.replace(ego_mod.default_spec(s.arch), **{k: getattr(s, k) for k in ("frame_rate", "size", "num_frames")
                                                                  if getattr(s, k) is not None})
     videos = ego_videos(train_table, cfg.video_root)
@@ -241,7 +307,7 @@ def train_ego_teacher(cfg: TrainTeachersConfig, train_table, test_table, device:
         init = {"path": str(Path(s.init).resolve()), "sha256": file_sha256(s.init), "loaded": report.summary(),
                 "skipped": report.mismatched}
         print(f"train-teachers: ego backbone from {s.init}: {report.summary()}")
-    model.to(device)
+    model.to(job.device)
     settings = EgoTrainSettings(epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, windows_per_video=s.windows_per_video,
                                 workers=s.workers, precision=s.precision, seed=cfg.seed)
     result = train_ego(model, train, val, settings, progress=progress_cb)
@@ -255,9 +321,43 @@ def train_ego_teacher(cfg: TrainTeachersConfig, train_table, test_table, device:
     train_info = {"arch": s.arch, "init": init, "epochs": result.history, "best_epoch": result.best_epoch,
                   "best_val_accuracy": result.best_val_accuracy, "train_videos": len(train), "val_videos": len(val_rows),
                   "settings": dataclasses.asdict(settings)}
-    source = {"manifest": str(cfg.manifest), "sha256": train_table.source_sha256, "videos": len(train_table)}
-    meta = ego_mod.make_meta(spec, train_metrics=metrics, source=source, train=train_info)
-    return model, arch_kwargs, meta, metrics
+    meta = ego_mod.make_meta(spec, train_metrics=metrics, source=job.source, train=train_info)
+    return TrainedTeacher(model, s.arch, arch_kwargs, meta, metrics)
+
+
+@register_trainer("object", needs_ground_truth=True)
+def train_object_teacher(job: TrainJob, s: FitSettings, progress_cb: Progress | None = None) -> TrainedTeacher:
+    """The demo's narrow ResNet on object-centric crops of the ground-truth boxes."""
+    from teachers import objects, objects_train
+
+    train, test = job.annotated
+    spec = objects.DEFAULT_SPEC
+    gts = train.gt + (test.gt if test else [])
+    classes = sorted({o["category"] for g in gts for f in g["frames"] for o in f["objects"]})
+    x, y = object_crops(train, classes, spec.size, s.frame_stride)
+    arch_kwargs = {"num_classes": len(classes)}
+    model = objects.build(**arch_kwargs).to(job.device)
+    objects_train.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=job.cfg.seed,
+                      progress=progress_cb)
+    m = objects_train.evaluate(model, *object_crops(test, classes, spec.size), spec=spec) if test else {}
+    meta = objects.make_meta(classes, spec, train_metrics=m, source=job.source)
+    return TrainedTeacher(model, objects.DEFAULT_ARCH, arch_kwargs, meta, m)
+
+
+@register_trainer("handobj", needs_ground_truth=True)
+def train_handobj_teacher(job: TrainJob, s: FitSettings, progress_cb: Progress | None = None) -> TrainedTeacher:
+    """The demo's small hand-object detector on the ground-truth hand and object boxes."""
+    from teachers import handobj, handobj_train
+
+    train, test = job.annotated
+    spec = handobj.DEFAULT_SPEC
+    x, targets = handobj_frames(train, s.frame_stride)
+    model = handobj.build().to(job.device)
+    handobj_train.fit(model, x, targets, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                      seed=job.cfg.seed, progress=progress_cb)
+    m = handobj_train.evaluate(model, *handobj_frames(test), spec=spec) if test else {}
+    meta = handobj.make_meta(spec, train_metrics=m, source=job.source)
+    return TrainedTeacher(model, handobj.DEFAULT_ARCH, {}, meta, m)
 
 
 def _bar_callback(desc: str):
@@ -276,8 +376,6 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
     """Train the selected teachers; returns {"weights": {kind: path}, "metrics": {kind: held-out metrics}}."""
     import torch
 
-    from teachers import handobj as handobj_mod
-    from teachers import objects as objects_mod
     from teachers.base import save_teacher
 
     device = pick_device(cfg.device)
@@ -285,14 +383,7 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
     out = prepare_out_dir(cfg.out, cfg, "train-teachers")
     train_table = load_table(cfg.manifest, cfg.manifest_format)
     test_table = load_table(cfg.test_manifest, cfg.manifest_format) if cfg.test_manifest else None
-    train = test = None
-    if {"object", "handobj"} & set(cfg.teachers):  # trained on frames decoded once, with their ground truth
-        fps = objects_mod.DEFAULT_SPEC.frame_rate
-        size = max(m.DEFAULT_SPEC.size for m in (objects_mod, handobj_mod))
-        gt_dir = cfg.ground_truth
-        train = _decode(train_table, cfg.video_root, gt_dir, fps, size, "decode train videos")
-        test = _decode(test_table, cfg.video_root, gt_dir, fps, size, "decode test videos") if test_table else None
-    source = {"manifest": str(cfg.manifest), "sha256": train_table.source_sha256, "videos": len(train_table)}
+    job = TrainJob(cfg, train_table, test_table, device)
     weights, metrics = {}, {}
     summary_path = out / "teachers.json"
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {"weights": {}, "metrics": {}}
@@ -303,34 +394,11 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
             print(f"train-teachers: {path} exists; keeping it")
             weights[kind], metrics[kind] = str(path), previous["metrics"].get(kind, {})
             continue
-        s = getattr(cfg, kind)
         bar, cb = _bar_callback(f"train {kind} teacher")
-        if kind == "ego":
-            model, arch_kwargs, meta, m = train_ego_teacher(cfg, train_table, test_table, device, cb)
-            arch = cfg.ego.arch
-        elif kind == "object":
-            spec = objects_mod.DEFAULT_SPEC
-            gts = train.gt + (test.gt if test else [])
-            classes = sorted({o["category"] for g in gts for f in g["frames"] for o in f["objects"]})
-            x, y = object_crops(train, classes, spec.size, s.frame_stride)
-            arch_kwargs = {"num_classes": len(classes)}
-            model = objects_mod.build(**arch_kwargs).to(device)
-            objects_mod.fit(model, x, y, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
-            m = objects_mod.evaluate(model, *object_crops(test, classes, spec.size), spec=spec) if test else {}
-            meta = objects_mod.make_meta(classes, spec, train_metrics=m, source=source)
-            arch = objects_mod.DEFAULT_ARCH
-        else:
-            spec = handobj_mod.DEFAULT_SPEC
-            x, targets = handobj_frames(train, s.frame_stride)
-            model = handobj_mod.build().to(device)
-            arch_kwargs = {}
-            handobj_mod.fit(model, x, targets, spec=spec, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, seed=cfg.seed, progress=cb)
-            m = handobj_mod.evaluate(model, *handobj_frames(test), spec=spec) if test else {}
-            meta = handobj_mod.make_meta(spec, train_metrics=m, source=source)
-            arch = handobj_mod.DEFAULT_ARCH
+        t = TRAINERS[kind].train(job, getattr(cfg, kind), cb)
         bar.close()
-        save_teacher(path, model, kind, arch, arch_kwargs, meta)
-        weights[kind], metrics[kind] = str(path), {k: round(float(v), 4) for k, v in m.items()}
+        save_teacher(path, t.model, kind, t.arch, t.arch_kwargs, t.meta)
+        weights[kind], metrics[kind] = str(path), {k: round(float(v), 4) for k, v in t.metrics.items()}
         print(f"train-teachers: {kind} -> {path}  held-out {metrics[kind]}")
         summary_path.write_text(json.dumps({"weights": {**previous["weights"], **weights},
                                             "metrics": {**previous["metrics"], **metrics}}, indent=1))
