@@ -102,9 +102,16 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "", validate: bool 
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' ({hint}valid keys here: {valid})")
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in data:
+        nested = _is_dataclass_type(hints[f.name])
+        # A section's defaults are its field's default_factory (e.g. the object teacher's own
+        # epochs), not its class's: keys given override them one by one.
+        given = data.get(f.name)
+        if nested and f.default_factory is not dataclasses.MISSING and (f.name not in data or isinstance(given, dict)):
+            base = to_dict(f.default_factory())
+            kwargs[f.name] = _build(hints[f.name], {**base, **(given or {})}, prefix + f.name + ".", validate)
+        elif f.name in data:
             kwargs[f.name] = _coerce(data[f.name], hints[f.name], prefix + f.name)
-        elif _is_dataclass_type(hints[f.name]) and f.default is dataclasses.MISSING:
+        elif nested and f.default is dataclasses.MISSING:
             kwargs[f.name] = _build(hints[f.name], {}, prefix + f.name + ".", validate)
     try:
         obj = cls(**kwargs)

@@ -94,3 +94,25 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err == [f"error: output folder {tmp_path / 'taken'} is a file; choose another --out"]
     assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_a_sections_defaults_come_from_its_default_factory_and_keys_override_them_one_by_one():
+    """A nested section with a default_factory keeps the factory's values for the keys not given
+    (it was once rebuilt from its class's defaults, silently)."""
+    from dataclasses import dataclass, field
+
+    from pipeline.config import load_config
+
+    @dataclass
+    class Inner:
+        a: int = 1
+        b: int = 2
+
+    @dataclass
+    class Outer:
+        x: Inner = field(default_factory=lambda: Inner(a=10, b=20))
+        y: Inner = field(default_factory=Inner)
+
+    cfg = load_config(Outer, None, ["x.b=7"])
+    assert (cfg.x.a, cfg.x.b, cfg.y.a, cfg.y.b) == (10, 7, 1, 2)
+    assert load_config(Outer, None, []).x == Inner(10, 20)
