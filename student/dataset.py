@@ -124,25 +124,44 @@ class EpochSampler(torch.utils.data.Sampler):
     """Yields ``(epoch, index)`` for every item, shuffled by ``(seed, epoch)``.
 
     Runs in the main process, so the epoch reaches the DataLoader workers with each index.
+    Under DDP (``world`` processes) each global batch of ``batch_size`` items in that order is
+    split into ``world`` consecutive parts and process ``rank`` takes its part, so the
+    processes together train on exactly the batches one process would (the last incomplete
+    global batch is dropped).
     """
 
-    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1,
+                 batch_size: int = 1):
+        if world > 1 and batch_size % world:
+            raise ValueError(f"the global batch {batch_size} does not split over {world} processes")
         self.num_items, self.seed, self.shuffle = num_items, seed, shuffle
+        self.rank, self.world, self.batch_size = rank, world, batch_size
         self.epoch = 0
         self.start = 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Draw ``epoch``'s order, beginning at its ``start``-th item (a run resumed mid-epoch
-        skips the items its checkpoint's steps already trained on)."""
+        skips the items its checkpoint's steps already trained on; under DDP, counted in
+        global items)."""
         self.epoch, self.start = epoch, start
 
-    def __iter__(self):
+    def _order(self) -> np.ndarray:
         order = (np.random.default_rng((self.seed, self.epoch)).permutation(self.num_items)
                  if self.shuffle else np.arange(self.num_items))
-        return iter([(self.epoch, int(i)) for i in order[self.start:]])
+        if self.world == 1:
+            return order[self.start:]
+        steps = self.num_items // self.batch_size
+        part = self.batch_size // self.world
+        mine = order[: steps * self.batch_size].reshape(steps, self.world, part)[:, self.rank]
+        return mine.reshape(-1)[self.start // self.world:]
+
+    def __iter__(self):
+        return iter([(self.epoch, int(i)) for i in self._order()])
 
     def __len__(self) -> int:
-        return self.num_items - self.start
+        if self.world == 1:
+            return self.num_items - self.start
+        return (self.num_items // self.batch_size) * (self.batch_size // self.world) - self.start // self.world
 
 
 class ClipDataset(torch.utils.data.Dataset):

@@ -116,10 +116,48 @@ def save_checkpoint(path: Path, state: dict) -> None:
                             "Free space (or fix the folder) and rerun the same command to resume") from None
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """The torch seed of one epoch (dropout and anything else drawing from torch's global
-    generator), so an epoch replays the same whether the run started at epoch 0 or resumed."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    generator), so an epoch replays the same whether the run started at epoch 0 or resumed;
+    under DDP each process (``rank``) draws its own."""
+    return int(np.random.SeedSequence([seed, epoch] + ([rank] if rank else [])).generate_state(1)[0])
+
+
+@dataclass
+class Distributed:
+    """This process's place in a DDP run (``torchrun`` sets RANK, WORLD_SIZE, LOCAL_RANK)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+    def mean(self, values: list[float]) -> list[float]:
+        """The mean of each value over the processes (the values themselves in one process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        return (t / self.world).tolist()
+
+    def gather(self, obj):
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 def lr_at(epoch_float: float, cfg: OptimConfig) -> float:
@@ -156,10 +194,20 @@ def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
     ]
 
 
-def train_loader(dataset, cfg: OptimConfig) -> torch.utils.data.DataLoader:
+def train_loader(dataset, cfg: OptimConfig, dist: Distributed | None = None) -> torch.utils.data.DataLoader:
     """The training DataLoader: an :class:`~student.dataset.EpochSampler` hands each worker
-    ``(epoch, index)``, so augmentation changes every epoch even with persistent workers."""
+    ``(epoch, index)``, so augmentation changes every epoch even with persistent workers.
+    Under DDP each process loads its ``batch_size / world`` part of every global batch."""
     from student.dataset import EpochSampler
+
+    dist = dist or Distributed()
+    if dist.world > 1:
+        sampler = EpochSampler(len(dataset), cfg.seed, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.batch_size // dist.world, sampler=sampler, num_workers=cfg.num_workers,
+            persistent_workers=cfg.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+            pin_memory=torch.cuda.is_available(),
+        )
 
     # Its own generator for the workers' base seed: drawn from torch's global one, it would shift
     # the dropout draws of whichever epoch first starts the workers (epoch 0, or a resumed one).
@@ -167,6 +215,7 @@ def train_loader(dataset, cfg: OptimConfig) -> torch.utils.data.DataLoader:
         dataset, batch_size=cfg.batch_size, sampler=EpochSampler(len(dataset), cfg.seed),
         drop_last=len(dataset) > cfg.batch_size, num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -207,8 +256,13 @@ def fit(
     checkpoint_extra: dict | None = None,
     log: Callable[[str], None] = print,
     progress: Callable | None = None,
+    dist: Distributed | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``train_set``; returns per-epoch history (mean of each loss term).
+
+    Under DDP (``dist.world`` > 1, process group already initialised) every process trains its
+    part of each global batch of ``cfg.batch_size``; gradients are averaged, the logged losses
+    are means over the processes, and only rank 0 writes checkpoints and TensorBoard events.
 
     Resumes exactly from ``out/last.pt``: it holds the model, the optimizer, the epochs and
     steps done, the current epoch's running loss sums and torch's random state, so a run
@@ -217,9 +271,15 @@ def fit(
     """
     from student.losses import egoexo_losses
 
+    dist = dist or Distributed()
     layout = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
-    loader = train_loader(train_set, cfg)
+    net = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    loader = train_loader(train_set, cfg, dist)
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=lr_at(0.0, cfg), momentum=cfg.momentum,
                                 nesterov=cfg.nesterov)
     w = {k: v for k, v in asdict(weights).items() if k != "temperature"}
@@ -233,36 +293,46 @@ def fit(
         optimizer.load_state_dict(resumed["optimizer"])
         start_epoch, history = resumed["epoch"], resumed["history"]
         start_step = resumed.get("step", 0)
-        log(f"resuming from {last} at epoch {start_epoch + 1}" + (f", step {start_step + 1}" if start_step else ""))
+        if dist.main:
+            log(f"resuming from {last} at epoch {start_epoch + 1}" + (f", step {start_step + 1}" if start_step else ""))
     autocast = device.startswith("cuda") and cfg.bf16
     # A resumed run drops events logged after its checkpoint, so no curve has two values per step.
     first_step = start_epoch * steps_per_epoch + start_step
-    tb = SummaryWriter(out / "tb", purge_step=first_step if first_step else None)
+    tb = SummaryWriter(out / "tb", purge_step=first_step if first_step else None) if dist.main else None
 
     def checkpoint(epoch_done: int, step_done: int, sums: dict, n: int) -> None:
-        save_checkpoint(last, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch_done,
-            "step": step_done, "epoch_sums": dict(sums), "epoch_steps": n, "history": history,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            **(checkpoint_extra or {}),
-        })
+        cuda = torch.cuda.get_rng_state(torch.device(device)) if device.startswith("cuda") else None
+        ranks = dist.gather((torch.get_rng_state(), cuda))  # every process's random state, for a mid-epoch resume
+        if dist.main:
+            save_checkpoint(last, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch_done,
+                "step": step_done, "epoch_sums": dict(sums), "epoch_steps": n, "history": history,
+                "rng": ranks[0][0], "rng_ranks": [r[0] for r in ranks],
+                "cuda_rng_ranks": [r[1] for r in ranks if r[1] is not None],
+                **(checkpoint_extra or {}),
+            })
+        dist.barrier()  # no process runs ahead of a checkpoint the others may resume from
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
         skip = start_step if epoch == start_epoch else 0
         sums: dict[str, float] = {}
         n = 0
         if skip:  # mid-epoch: the steps done, their loss sums, and the random state after them
             sums, n = dict(resumed["epoch_sums"]), int(resumed["epoch_steps"])
-            torch.set_rng_state(resumed["rng"])
-            if resumed.get("cuda_rng") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+            ranks = resumed.get("rng_ranks") or [resumed["rng"]]
+            if len(ranks) != dist.world:
+                raise ValueError(f"{last} was written mid-epoch by {len(ranks)} processes; resume it with "
+                                 f"{len(ranks)}, or from an epoch's end")
+            torch.set_rng_state(ranks[dist.rank])
+            cuda_ranks = resumed.get("cuda_rng_ranks") or []
+            if len(cuda_ranks) == dist.world and device.startswith("cuda"):
+                torch.cuda.set_rng_state(cuda_ranks[dist.rank], torch.device(device))
         loader.sampler.set_epoch(epoch, start=skip * cfg.batch_size)
         t_start = time.time()
         bar = progress(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False) \
-            if progress else None
+            if progress and dist.main else None
         t_ready = time.perf_counter()  # the previous step's end: from here on the step waits for the loader
         for step, batch in enumerate(loader, start=skip):
             t_batch = time.perf_counter()
@@ -272,26 +342,30 @@ def fit(
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             batch["video"] = batch["video"].contiguous(memory_format=layout)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                outputs = model(batch["video"])
+                outputs = net(batch["video"])
             outputs = {k: v.float() for k, v in outputs.items()}
             targets = {"action": batch["label"], **{k: batch[k] for k in TARGET_KEYS if k in batch}}
             terms = egoexo_losses(outputs, targets, w, temperature=weights.temperature, multilabel=multilabel)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
+            # means over the processes: every process sees the same values, so all stop together
+            means = dist.mean([float(loss.detach()), *(float(v.detach()) for v in terms.values())])
+            values = dict(zip(["loss", *terms], means))
+            if not math.isfinite(values["loss"]):
                 raise_non_finite(terms, epoch, step, batch, train_set)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            values = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
             t_done = time.perf_counter()
-            log_step(tb, epoch * steps_per_epoch + step, values, lr, len(batch["video"]),
-                     wait=t_batch - t_ready, seconds=t_done - t_ready)
+            if tb is not None:
+                log_step(tb, epoch * steps_per_epoch + step, values, lr, len(batch["video"]) * dist.world,
+                         wait=t_batch - t_ready, seconds=t_done - t_ready)
             if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 \
                     and step + 1 < steps_per_epoch:
-                tb.flush()
+                if tb is not None:
+                    tb.flush()
                 checkpoint(epoch, step + 1, sums, n)
             t_ready = time.perf_counter()
             if bar:
@@ -306,13 +380,16 @@ def fit(
             precise_bn(model, loader, cfg.precise_bn_batches, device)
         record = {"epoch": epoch + 1, "seconds": round(time.time() - t_start, 2), **{k: v / max(n, 1) for k, v in sums.items()}}
         history.append(record)
-        for k, v in record.items():  # at the epoch's last step, which a resume from this epoch keeps
-            if k.startswith("loss"):
-                tb.add_scalar(f"epoch/{k}", v, (epoch + 1) * steps_per_epoch - 1)
-        tb.flush()  # every epoch on disk, as the checkpoint is
-        log("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if tb is not None:
+            for k, v in record.items():  # at the epoch's last step, which a resume from this epoch keeps
+                if k.startswith("loss"):
+                    tb.add_scalar(f"epoch/{k}", v, (epoch + 1) * steps_per_epoch - 1)
+            tb.flush()  # every epoch on disk, as the checkpoint is
+        if dist.main:
+            log("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         checkpoint(epoch + 1, 0, {}, 0)
-    tb.close()
+    if tb is not None:
+        tb.close()
     return history
 
 
@@ -321,7 +398,7 @@ def raise_non_finite(terms: dict, epoch: int, step: int, batch: dict, dataset) -
     last checkpoint (``last.pt``, the previous epoch's end) is left as it was."""
     from pipeline.errors import PipelineError
 
-    bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+    bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["in another DDP process"]
     clips = getattr(dataset, "clips", None)
     ids = [Path(clips[int(i)].path).stem if clips is not None else str(int(i)) for i in batch.get("index", [])]
     raise PipelineError(f"non-finite loss ({', '.join(bad)}) at epoch {epoch + 1}, step {step + 1}; "

@@ -121,14 +121,46 @@ def map_grid(model, sampling) -> tuple[int, int] | None:
     return h, w
 
 
+def start_distributed(device: str):
+    """(:class:`~student.train.Distributed`, device) of this process. Launched by ``torchrun``
+    (WORLD_SIZE > 1) it joins the process group: NCCL on GPUs, one per process (LOCAL_RANK),
+    gloo on CPUs. One process: no group, the device as configured."""
+    import torch
+
+    from student.train import Distributed
+
+    dist = Distributed.from_env()
+    device = pick_device(device)
+    if dist.world == 1:
+        return dist, device
+    if device.startswith("cuda"):
+        device = f"cuda:{dist.local_rank}"
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist, device
+
+
 def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
-    """Train (or fine-tune) a student; writes ``checkpoint.pt``, ``history.json`` and the config to ``out``."""
+    """Train (or fine-tune) a student; writes ``checkpoint.pt``, ``history.json`` and the config to ``out``.
+
+    Under ``torchrun`` (several processes) each trains its part of every global batch of
+    ``optim.batch_size`` (so the lr, scaled by the global batch, stays the same) and only
+    rank 0 writes files.
+    """
     import torch
 
     from pipeline.io.store import OK, open_store
     from student.dataset import ClipDataset
     from student.train import fit, save_checkpoint
 
+    from student.train import Distributed
+
+    world = Distributed.from_env().world
+    if cfg.optim.batch_size % world:
+        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is the global batch: it must split evenly over "
+                          f"the {world} processes torchrun started")
+    say = print if Distributed.from_env().main else (lambda *a, **k: None)
     table = load_table(cfg.manifest, cfg.manifest_format, cfg.classes)
     rows = select_rows(table, cfg.data.split, cfg.data.view)
     if not rows:
@@ -147,7 +179,7 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         status = store.status()
         dropped = [i for i in rows if status[i] != OK]
         if dropped:
-            print(f"{stage}: skipping {len(dropped)} clips without teacher signals (failed or pending in the store)")
+            say(f"{stage}: skipping {len(dropped)} clips without teacher signals (failed or pending in the store)")
         rows = [i for i in rows if status[i] == OK]
         if cfg.loss.object and "object/logits" not in store.output_names:
             raise PipelineError(f"signals store {cfg.signals} has no object/logits for the Object-Score loss")
@@ -176,10 +208,12 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         _load_init(model, init, cfg.init)
     sampling = resolve_sampling(cfg.data, model.backbone)
 
-    out = prepare_out_dir(cfg.out, cfg, stage)
+    dist, device = start_distributed(cfg.device)
+    out = prepare_out_dir(cfg.out, cfg, stage) if dist.main else Path(cfg.out)
+    dist.barrier()
     clips, missing = clip_refs(table, rows, cfg.video_root)
     if missing:
-        print(f"{stage}: {len(missing)} videos missing on disk, e.g. {missing[:3]}")
+        say(f"{stage}: {len(missing)} videos missing on disk, e.g. {missing[:3]}")
     if not clips:
         raise PipelineError(f"none of the selected clips' videos exist under {cfg.video_root}")
     dataset = ClipDataset(
@@ -187,18 +221,22 @@ def run_train(cfg: TrainConfig, stage: str = "train-student") -> dict:
         store_path=cfg.signals if distil else None, map_grid=map_grid(model, sampling), seed=cfg.optim.seed,
         frame_cache=cfg.data.frame_cache,
     )
-    device = pick_device(cfg.device)
     from pipeline.config import to_dict
 
     meta = {"model_args": model_args, "classes": table.classes, "noun_classes": table.noun_classes,
             "multilabel": table.multilabel, "sampling": to_dict(sampling), "config": to_dict(cfg), "stage": stage}
-    print(f"{stage}: {len(clips)} clips, {len(table.classes)} classes, backbone {cfg.model.backbone}, "
-          f"{sampling.num_frames} frames {sampling.frame_step * 1000:.0f} ms apart, device {device}")
+    say(f"{stage}: {len(clips)} clips, {len(table.classes)} classes, backbone {cfg.model.backbone}, "
+        f"{sampling.num_frames} frames {sampling.frame_step * 1000:.0f} ms apart, device {device}"
+        + (f", {dist.world} processes of {cfg.optim.batch_size // dist.world} clips per step" if dist.world > 1 else ""))
     history = fit(model, dataset, cfg.optim, cfg.loss, out, table.multilabel, device, checkpoint_extra=meta,
-                  progress=lambda **kw: progress(**kw))
+                  progress=lambda **kw: progress(**kw), log=say, dist=dist)
     final = out / "checkpoint.pt"
-    save_checkpoint(final, {"model": model.state_dict(), "history": history, **meta})
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+    if dist.main:
+        save_checkpoint(final, {"model": model.state_dict(), "history": history, **meta})
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+    if dist.world > 1:
+        dist.barrier()
+        torch.distributed.destroy_process_group()
     return {"checkpoint": str(final), "history": history, "clips": len(clips)}
 
 
