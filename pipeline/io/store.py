@@ -1,5 +1,9 @@
 """The signals store: per-clip teacher outputs in a zarr v3 group (DESIGN.md section 5).
 
+Where it lives: a local path, or an fsspec URL (``s3://bucket/k400.zarr``, ``gs://...``)
+that zarr opens through its own fsspec storage layer (credentials and endpoints as the
+filesystem reads them, e.g. ``AWS_*`` variables for S3).
+
 Layout: rows follow the manifest's row order. Per-row arrays are chunked one row per
 chunk (so stage 2 reads a clip cheaply) inside shards of ``shard_rows`` rows (so the
 store has few files). ``status`` and ``error`` are chunked by shard, without the
@@ -44,11 +48,57 @@ def _package_version() -> str:
         return "unknown"
 
 
+def is_url(path: str | Path) -> bool:
+    """An fsspec URL such as ``s3://bucket/store.zarr`` (``file://`` URLs count as URLs too)."""
+    return "://" in str(path)
+
+
+def store_location(path: str | Path) -> str | Path:
+    """A URL kept as a string, a local path as a Path."""
+    return str(path) if is_url(path) else Path(path)
+
+
+def _fs(url: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def store_exists(path: str | Path) -> bool:
+    if is_url(path):
+        fs, root = _fs(str(path))
+        return bool(fs.exists(root))
+    return Path(path).exists()
+
+
+def write_store_file(store_path: str | Path, name: str, text: str) -> None:
+    """A small file in the store's folder (config, report), written whole: a temporary file
+    renamed into place locally; one PUT, which readers see whole or not at all, on object stores."""
+    if is_url(store_path):
+        fs, root = _fs(str(store_path))
+        fs.pipe_file(f"{root.rstrip('/')}/{name}", text.encode())
+        return
+    target = Path(store_path) / name
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+
+
+def read_store_file(store_path: str | Path, name: str) -> str | None:
+    try:
+        if is_url(store_path):
+            fs, root = _fs(str(store_path))
+            return fs.cat_file(f"{root.rstrip('/')}/{name}").decode()
+        return (Path(store_path) / name).read_text()
+    except (FileNotFoundError, OSError):
+        return None
+
+
 @dataclass
 class SignalsStore:
     """An opened signals store. ``outputs`` maps array names (``object/logits``) to arrays."""
 
-    path: Path
+    path: Path | str
     group: zarr.Group
     _arrays: dict[str, zarr.Array] = field(default_factory=dict, repr=False)
 
@@ -155,13 +205,15 @@ def create_store(
 ) -> SignalsStore:
     """Create an empty store (all rows pending). ``outputs``: name -> (per-row shape, dtype).
 
-    The store is built in a hidden folder beside ``path`` and renamed into place when whole,
-    so a run killed while creating it leaves no half-made store for the rerun to trip on.
+    A local store is built in a hidden folder beside ``path`` and renamed into place when
+    whole, so a run killed while creating it leaves no half-made store for the rerun to trip
+    on. Object stores have no rename: a URL store is written in place, its attributes (the
+    schema version) last, and :func:`open_store` calls one without them half-made.
     """
-    p = Path(path)
-    if p.exists():
+    p = store_location(path)
+    if store_exists(p):
         raise StoreError(f"{p} already exists; refusing to overwrite it")
-    building = p.with_name(f".{p.name}.creating-{uuid.uuid4().hex[:8]}")
+    building = p if is_url(p) else p.with_name(f".{p.name}.creating-{uuid.uuid4().hex[:8]}")
     n = len(clip_ids)
     shard_rows = max(1, min(shard_rows, n))
     g = zarr.open_group(str(building), mode="w-")
@@ -185,6 +237,8 @@ def create_store(
             **attrs,
         }
     )
+    if is_url(p):
+        return SignalsStore(p, g)
     try:
         os.rename(building, p)  # an empty folder at p is replaced; anything else raises
     except OSError:
@@ -195,14 +249,16 @@ def create_store(
 
 def open_store(path: str | Path, mode: str = "r") -> SignalsStore:
     """Open an existing store, refusing anything that is not a signals store of this schema."""
-    p = Path(path)
-    if not p.exists():
+    p = store_location(path)
+    if not store_exists(p):
         raise StoreError(f"signals store not found: {p}")
     try:
         g = zarr.open_group(str(p), mode=mode)
     except Exception as e:  # zarr raises several types for a non-group path
         raise StoreError(f"{p} is not a zarr group ({e.__class__.__name__}: {e})") from None
     version = g.attrs.get("schema_version")
+    if version is None and is_url(p) and "clip_id" in g:
+        raise StoreError(f"{p} is a half-made signals store (its creation was interrupted); delete it and rerun")
     if version != SCHEMA_VERSION:
         raise StoreError(f"{p} has signals-store schema version {version!r}; this version reads {SCHEMA_VERSION}")
     for name in ("clip_id", "status", "error", "frame_time"):

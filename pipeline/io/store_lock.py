@@ -8,7 +8,10 @@ that died is ignored and removed: at once when it was made on this host by a pro
 that no longer exists, otherwise once its heartbeat is older than ``stale_s``.
 
 Taking a claim is itself guarded by a mutex file created with ``O_EXCL``, so two runs
-starting together cannot both see the range free.
+starting together cannot both see the range free. A store at a URL (``s3://...``) keeps
+its claims there too, written with one PUT each; object stores have no exclusive create,
+so two runs that start within the same moment over overlapping ranges are not told apart
+there (the heartbeat is a timestamp inside the claim).
 """
 from __future__ import annotations
 
@@ -44,12 +47,49 @@ class StoreLock:
 
     def __init__(self, store_path: str | Path, shards: tuple[int, int], total: int,
                  heartbeat_s: float = 20.0, stale_s: float = 120.0):
-        self.dir = Path(store_path) / ".locks"
+        from pipeline.io.store import is_url
+
+        self.store = str(store_path)
+        self.remote = is_url(store_path)
+        if self.remote:
+            import fsspec
+
+            self.fs, root = fsspec.core.url_to_fs(self.store)
+            self.dir = f"{root.rstrip('/')}/.locks"
+        else:
+            self.fs, self.dir = None, Path(store_path) / ".locks"
         self.shards, self.total = (int(shards[0]), int(shards[1])), int(total)
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
-        self.path = self.dir / f"{uuid.uuid4().hex}.json"
+        name = f"{uuid.uuid4().hex}.json"
+        self.path = f"{self.dir}/{name}" if self.remote else self.dir / name
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "shards": list(self.shards)}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    # the claim files, on a local disk or through fsspec
+    def _claims(self) -> list:
+        if self.remote:
+            return sorted(self.fs.glob(f"{self.dir}/*.json"))
+        return sorted(self.dir.glob("*.json"))
+
+    def _read(self, claim) -> dict:
+        return json.loads(self.fs.cat_file(claim) if self.remote else Path(claim).read_text())
+
+    def _write(self) -> None:
+        text = json.dumps({**self.info, "beat": time.time()})
+        if self.remote:
+            self.fs.pipe_file(self.path, text.encode())
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+
+    def _remove(self, claim) -> None:
+        try:
+            self.fs.rm_file(claim) if self.remote else Path(claim).unlink(missing_ok=True)
+        except FileNotFoundError:
+            pass
 
     def __enter__(self) -> "StoreLock":
         self.acquire()
@@ -59,37 +99,37 @@ class StoreLock:
         self.release()
 
     def acquire(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with _Mutex(self.dir / "mutex"):
+        import contextlib
+
+        if not self.remote:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.nullcontext() if self.remote else _Mutex(self.dir / "mutex"):
             a, b = self.shards
-            for other in sorted(self.dir.glob("*.json")):
+            for other in self._claims():
                 try:
-                    info = json.loads(other.read_text())
-                    age = time.time() - other.stat().st_mtime
+                    info = self._read(other)
+                    age = time.time() - float(info.get("beat", 0))
                 except (OSError, ValueError):
                     continue  # removed meanwhile, or half-written by a run killed while claiming
                 if age > self.stale_s or not _alive_here(info):
-                    other.unlink(missing_ok=True)
+                    self._remove(other)
                     continue
                 oa, ob = info["shards"]
                 if oa < b and a < ob:
                     raise StoreLockedError(
-                        f"signals store {self.dir.parent} is being written by another extraction (host "
+                        f"signals store {self.store} is being written by another extraction (host "
                         f"{info['host']}, pid {info['pid']}, started {info['started']}, shards {oa}:{ob} of "
                         f"{self.total}); this run wants shards {a}:{b}. Wait for it to finish, or give each "
                         "run a disjoint --shards A:B range"
                     )
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "shards": [a, b]}))
-            os.replace(tmp, self.path)
+            self._write()
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
-                os.utime(self.path)
+                self._write()
             except OSError:
                 return
 
@@ -97,7 +137,7 @@ class StoreLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.path.unlink(missing_ok=True)
+        self._remove(self.path)
 
 
 class _Mutex:

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from data_manifests.check import MAX_MISSING_FRACTION
-from pipeline.config import dump_config
+import yaml
+
+from pipeline.config import to_dict
 from pipeline.errors import PipelineError
 from pipeline.stages.common import check_manifest_format, load_table, pick_device, progress, require
 
@@ -113,7 +115,7 @@ class ExtractConfig:
 
 @dataclass
 class ExtractResult:
-    store: Path
+    store: Path | str  # a local path, or the URL it was given as
     rows: int
     ok: int
     failed: int  # rows marked failed, missing videos included
@@ -389,7 +391,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     import time
 
     from data_manifests.formats import clip_frame_rate, resolve_videos
-    from pipeline.io.store import FAILED, OK, PENDING, check_provenance, create_store, open_store
+    from pipeline.io.store import (FAILED, OK, PENDING, check_provenance, create_store, open_store, store_exists,
+                                   store_location, write_store_file)
     from pipeline.io.store_lock import StoreLock
     from teachers.base import load_teacher
 
@@ -417,8 +420,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
         "video_root": str(Path(cfg.video_root).resolve()),
     }
     del teachers
-    store_path = Path(cfg.out)
-    if store_path.exists():
+    store_path = store_location(cfg.out)
+    if store_exists(store_path):
         store = open_store(store_path, mode="r+")
         check_provenance(store, {k: provenance[k] for k in ("frame_rate", "num_frames", "teachers")}
                          | {"manifest_rows": table.fingerprint})
@@ -432,7 +435,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     shards = all_shards[first:last]
     lo, hi = shards[0][0], shards[-1][1]  # the rows of this run's shards
     with StoreLock(store_path, (first, last), len(all_shards)):
-        dump_config(cfg, store_path / "extract-teachers.config.yaml")
+        write_store_file(store_path, "extract-teachers.config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         t_start = time.time()
         resolved = resolve_videos(table, [table[i] for i in range(lo, hi)], cfg.video_root)
         present = np.zeros(store.num_rows, bool)
@@ -479,7 +482,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     return result
 
 
-def _write_report(store_path: Path, result: ExtractResult, shards: tuple[int, int], total: int, pending: int,
+def _write_report(store_path: Path | str, result: ExtractResult, shards: tuple[int, int], total: int, pending: int,
                   wall_s: float, computed: int, timing: dict) -> None:
     """``extract-report.json`` in the store (``extract-report.shards-A-B.json`` for a ``--shards`` run)."""
     import json
@@ -495,10 +498,10 @@ def _write_report(store_path: Path, result: ExtractResult, shards: tuple[int, in
         "workers": workers, "devices": timing.get("devices", {}),
         "gpu_hours": round(timing.get("gpus", 0.0) * workers * timing.get("wall_s", 0.0) / 3600, 4),
     }
+    from pipeline.io.store import write_store_file
+
     name = "extract-report.json" if shards == (0, total) else f"extract-report.shards-{shards[0]}-{shards[1]}.json"
-    tmp = store_path / (name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp, store_path / name)
+    write_store_file(store_path, name, json.dumps(report, indent=1) + "\n")
 
 
 def actor_gpus(cfg: ExtractConfig, cluster_gpus: float) -> float:
@@ -519,7 +522,7 @@ def _progress_line(done: int, total: int, failed: int, elapsed: float) -> str:
                        "eta_s": None if eta is None else round(eta, 1)})
 
 
-def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, jobs: list) -> dict:
+def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path | str, jobs: list) -> dict:
     """Run the jobs on Ray actors; returns the run's timing: wall seconds, summed teacher
     seconds, actors, GPUs per actor and the devices they found."""
     import sys
@@ -548,7 +551,8 @@ def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path, job
                            max_task_retries=cfg.max_retries)(RemoteShardWorker)
         threads = max(1, int(cfg.cpus_per_worker))
         batch = {kind: getattr(cfg.batch, kind) for kind in TEACHER_KINDS}
-        actors = [Actor.remote(paths, str(store_path.resolve()), cfg.device, threads, cfg.batch_clips, batch,
+        where = str(store_path) if isinstance(store_path, str) else str(store_path.resolve())  # a URL, or absolute
+        actors = [Actor.remote(paths, where, cfg.device, threads, cfg.batch_clips, batch,
                                cfg.precision, cfg.decode_threads or threads, cfg.decode_ahead)
                   for _ in range(workers)]
         try:
