@@ -6,7 +6,7 @@ Two sizes behind one ``build(arch)``, chosen by name (:data:`ARCHS`):
   widths (``width`` x 1, 2, 4, 8 channels) and one block per stage, on windows of
   ``num_frames`` frames at 64x64 -- the small kind of 3D CNN a CPU trains in seconds.
 * ``slow_r50`` / ``slow_r101`` (paper size): the PySlowFast Slow 8x8 ResNet of
-  ``student.backbones`` plus a linear ``head.projection``, so a Kinetics checkpoint
+  ``student.backbones`` (handed over through :mod:`pipeline.io.hooks`) plus a linear ``head.projection``, so a Kinetics checkpoint
   (PySlowFast ``.pyth``, Caffe2 ``.pkl``) loads by the student's names. Neither the paper
   nor the Ego-Exo release gives the ego classifier's architecture; the release ships only
   its outputs (``k400_ego_predicts.pkl``), so this is our choice.
@@ -99,11 +99,14 @@ class VideoClassifier(nn.Module):
 
 def build_slow(arch: str, *, num_classes: int = len(CLASSES), dropout: float = 0.5, **backbone_kwargs: Any) -> nn.Module:
     """The student's PySlowFast backbone ``arch`` (slow_r50, slow_r101) with a ``num_classes`` head."""
-    # The one import of student/ from teachers/: the paper-size ego teacher is the student's
-    # architecture, so Kinetics checkpoints and their names serve both.
-    from student.backbones import create_backbone
+    # The student's architecture, so Kinetics checkpoints and their names serve both; handed
+    # over by pipeline.stages (teachers/ does not import student/; see pipeline.io.hooks).
+    from pipeline.io.hooks import VIDEO_BACKBONES
 
-    return VideoClassifier(create_backbone(arch, **backbone_kwargs), num_classes, dropout)
+    if "pyslowfast" not in VIDEO_BACKBONES:
+        raise ValueError(f"the {arch} ego teacher is built on the student's PySlowFast backbone, which "
+                         "pipeline.stages hands over when imported: import it first (the CLI and the stages do)")
+    return VideoClassifier(VIDEO_BACKBONES["pyslowfast"](arch, **backbone_kwargs), num_classes, dropout)
 
 
 # name -> (builder, input spec its weights expect by default)
