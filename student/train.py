@@ -59,8 +59,14 @@ class OptimConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("optim.epochs and optim.batch_size must be at least 1")
+        for key in ("lr", "warmup_start_lr", "momentum", "weight_decay", "bn_weight_decay", "warmup_epochs"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or abs(value) > 1e6:  # past float32 is an overflow inside SGD
+                raise ValueError(f"optim.{key} must be a finite number, got {value}")
         if self.lr <= 0:
             raise ValueError("optim.lr must be > 0")
+        if self.num_workers < 0 or self.precise_bn_batches < 0:
+            raise ValueError("optim.num_workers and optim.precise_bn_batches must be >= 0")
         if self.lr_policy == "steps":
             if not self.steps or self.steps[0] != 0 or len(self.steps) != len(self.lrs):
                 raise ValueError("optim.lr_policy 'steps' needs optim.steps starting at 0 and one optim.lrs entry per step")
@@ -91,9 +97,10 @@ def save_checkpoint(path: Path, state: dict) -> None:
     itself synced. Killed at any point, ``path`` is the old checkpoint or the new one. A full
     disk (or any write error) removes the temporary file, keeps the old checkpoint and raises
     one :class:`~pipeline.errors.PipelineError` that says so."""
-    from pipeline.errors import PipelineError
-
     import io
+
+    from pipeline.errors import PipelineError
+    from pipeline.io.failpoints import failpoint
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -104,6 +111,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        failpoint("save_checkpoint:before_replace")
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -293,10 +301,16 @@ def fit(
     start_epoch, start_step, resumed = 0, 0, None
     last = out / "last.pt"
     if last.exists():  # resume
-        resumed = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        start_epoch, history = resumed["epoch"], resumed["history"]
+        from pipeline.errors import PipelineError
+
+        try:
+            resumed = torch.load(last, map_location="cpu", weights_only=True)
+            model.load_state_dict(resumed["model"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            start_epoch, history = resumed["epoch"], resumed["history"]
+        except Exception as e:  # truncated, foreign or another model's: one line, not a traceback
+            raise PipelineError(f"cannot resume from {last} ({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); "
+                                "it was not written by this run's training. Delete it to start this run over") from None
         start_step = resumed.get("step", 0)
         if dist.main:
             log(f"resuming from {last} at epoch {start_epoch + 1}" + (f", step {start_step + 1}" if start_step else ""))
@@ -306,6 +320,12 @@ def fit(
     tb = SummaryWriter(out / "tb", purge_step=first_step if first_step else None) if dist.main else None
 
     def checkpoint(epoch_done: int, step_done: int, sums: dict, n: int) -> None:
+        if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+            from pipeline.errors import PipelineError  # e.g. precise BN over clips that overflow
+
+            raise PipelineError(f"non-finite weights or BatchNorm statistics at the end of epoch {epoch_done}"
+                                f"{f', step {step_done}' if step_done else ''}: not saved; {last} keeps the last "
+                                "finite ones")
         cuda = torch.cuda.get_rng_state(torch.device(device)) if device.startswith("cuda") else None
         ranks = dist.gather((torch.get_rng_state(), cuda))  # every process's random state, for a mid-epoch resume
         if dist.main:
@@ -356,10 +376,19 @@ def fit(
             means = dist.mean([float(loss.detach()), *(float(v.detach()) for v in terms.values())])
             values = dict(zip(["loss", *terms], means))
             if not math.isfinite(values["loss"]):
-                raise_non_finite(terms, epoch, step, batch, train_set)
+                raise_non_finite(terms, epoch, step, batch, train_set, last=last)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # A finite loss can still give inf/NaN gradients, or an lr that sends the weights to
+            # inf: neither is ever stepped into, so no checkpoint can hold non-finite weights.
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+                raise_non_finite(terms, epoch, step, batch, train_set, what="gradient", last=last)
             optimizer.step()
+            # weights and BatchNorm statistics (huge activations overflow those first), in one norm
+            state = [t for t in model.state_dict().values() if t.is_floating_point()]
+            if not torch.isfinite(torch.nn.utils.get_total_norm(state)):
+                raise_non_finite(terms, epoch, step, batch, train_set, what="weights after the step", last=last)
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
@@ -398,17 +427,26 @@ def fit(
     return history
 
 
-def raise_non_finite(terms: dict, epoch: int, step: int, batch: dict, dataset) -> None:
-    """Stop training on a NaN/inf loss, naming the term, the step and the batch's clips; the
-    last checkpoint (``last.pt``, the previous epoch's end) is left as it was."""
+def raise_non_finite(terms: dict, epoch: int, step: int, batch: dict, dataset, what: str = "loss",
+                     last: Path | None = None) -> None:
+    """Stop training on a NaN/inf loss, gradient or weight, naming it, the step and the batch's
+    clips; the last checkpoint is left as it was (saying where it stands)."""
     from pipeline.errors import PipelineError
 
     bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["in another DDP process"]
     clips = getattr(dataset, "clips", None)
     ids = [Path(clips[int(i)].path).stem if clips is not None else str(int(i)) for i in batch.get("index", [])]
-    raise PipelineError(f"non-finite loss ({', '.join(bad)}) at epoch {epoch + 1}, step {step + 1}; "
-                        f"the batch's clips: {', '.join(ids[:16])}. The last checkpoint (end of epoch {epoch}) is kept; "
-                        "check these clips' videos and signals, or lower optim.lr")
+    kept = "no checkpoint was written yet"
+    if last is not None and last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        at = f"end of epoch {state['epoch']}" if not state.get("step") else \
+            f"epoch {state['epoch'] + 1}, after step {state['step']}"
+        kept = f"{last} ({at}) is kept, with finite weights"
+    where = f"({', '.join(bad)})" if what == "loss" else ""
+    raise PipelineError(
+        f"non-finite {what} {where} at epoch {epoch + 1}, step {step + 1}; the batch's clips: {', '.join(ids[:16])}. "
+        f"{kept}. Check these clips' videos and signals; to try a lower optim.lr, train into a new --out with "
+        f"init={last if last is not None else 'LAST.pt'} (this folder's config is fixed)".replace("  ", " "))
 
 
 @torch.no_grad()

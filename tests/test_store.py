@@ -93,3 +93,22 @@ def test_row_reader_gives_read_row(tmp_path, max_bytes):
             assert got[k].dtype == np.float32
             np.testing.assert_array_equal(got[k], want[k])
     np.testing.assert_array_equal(reader(2)["object/logits"], arrays["object/logits"][2].astype(np.float32))
+
+
+def test_a_store_of_another_schema_version_is_one_line_through_the_cli(tmp_path, capsys):
+    """A real store marked schema version 2, given to inspect and to train-student: one line
+    naming both versions, exit 1, nothing written."""
+    from pipeline.cli import main
+
+    s = make(tmp_path)
+    s.group.attrs["schema_version"] = 2
+    assert main(["inspect", str(s.path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "schema version 2; this version reads 1" in err[0]
+    (tmp_path / "m.csv").write_text("path,label\nv.mp4,a\n")
+    (tmp_path / "classes.txt").write_text("a\n")
+    (tmp_path / "videos").mkdir()
+    assert main(["run", "train-student", f"manifest={tmp_path / 'm.csv'}", f"classes={tmp_path / 'classes.txt'}",
+                 f"video_root={tmp_path / 'videos'}", f"signals={s.path}", f"out={tmp_path / 'student'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "schema version 2" in err[0] and not (tmp_path / "student").exists()

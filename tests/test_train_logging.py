@@ -176,3 +176,37 @@ def test_optim_compile_trains_through_torch_compile_and_saves_plain_names(tmp_pa
     assert compiled == [model] and len(calls) == 3  # 6 clips in batches of 2
     state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     assert state.keys() == model.state_dict().keys() and not any(k.startswith("_orig_mod") for k in state)
+
+
+@pytest.mark.parametrize("lr", [1e5, 1e3])
+def test_weights_sent_to_inf_are_never_saved(tmp_path, lr):
+    """An lr that blows the weights up (finite losses at first) stops the run at the first
+    non-finite gradient or weight; every checkpoint written, per step, holds finite weights."""
+    from pipeline.errors import PipelineError
+
+    torch.manual_seed(0)
+    model = EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                          interaction_maps=False)
+    cfg = OptimConfig(epochs=20, batch_size=2, num_workers=0, lr=lr, checkpoint_every_steps=1)
+    with pytest.raises(PipelineError, match=r"non-finite (loss|gradient|weights after the step)") as e:
+        fit(model, TinyClips(), cfg, LossWeights(), tmp_path, multilabel=False, log=lambda *_: None)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert f"{tmp_path / 'last.pt'} (" in str(e.value) and "is kept, with finite weights" in str(e.value)
+    assert "new --out with init=" in str(e.value)
+
+
+def test_a_damaged_last_checkpoint_is_one_line_naming_it(tmp_path):
+    from pipeline.errors import PipelineError
+
+    tiny_fit(tmp_path, epochs=1)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(PipelineError, match=r"cannot resume from .*last.pt .*Delete it to start this run over"):
+        tiny_fit(tmp_path, epochs=2)
+
+
+def test_out_of_range_optimiser_values_are_config_errors():
+    for bad in ({"lr": float("nan")}, {"lr": 1e39}, {"num_workers": -1}, {"momentum": float("inf")}):
+        with pytest.raises(ValueError, match="optim"):
+            OptimConfig(**bad).validate()

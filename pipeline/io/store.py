@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 
 from pipeline.errors import PipelineError
+from pipeline.io.failpoints import failpoint
 
 SCHEMA_VERSION = 1
 PENDING, OK, FAILED = 0, 1, 2
@@ -154,6 +155,7 @@ class SignalsStore:
             for name in ["frame_time", *self.output_names]:
                 self.array(name)[start:stop] = arrays[name]
             self.array("error")[start:stop] = np.asarray(errors, dtype=str)
+            failpoint("write_shard:before_status")
             self.array("status")[start:stop] = np.asarray(status, dtype=np.uint8)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -239,6 +241,7 @@ def create_store(
     )
     if is_url(p):
         return SignalsStore(p, g)
+    failpoint("create_store:before_rename")
     try:
         os.rename(building, p)  # an empty folder at p is replaced; anything else raises
     except OSError:

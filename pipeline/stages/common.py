@@ -26,6 +26,7 @@ def prepare_out_dir(out: str | Path, cfg: Any, stage: str) -> Path:
     if cfg_path.exists():
         old = yaml.safe_load(cfg_path.read_text())
         new = to_dict(cfg)
+        old.pop("out", None), new.pop("out", None)  # a run folder moved elsewhere resumes
         if old != new:
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise PipelineError(
