@@ -19,7 +19,9 @@ right shapes and ranges: what is timed does not depend on them), then measures:
   dataset's memory counts) on 10x more clips (the same videos repeated, a store of 10x the
   rows) against the base count, each in a fresh process. Target: within 10 %.
 
-Always exits 0; prints PASS/FAIL and writes its rows to the results file
+Steps run on ``--threads`` torch threads (default 1: on a shared machine a thread pool's
+waits for descheduled threads swamp a small model's compute). Always exits 0; prints
+PASS/FAIL and writes its rows to the results file
 (``benchmarks/common.py``). No GPU is used.
 """
 from __future__ import annotations
@@ -161,7 +163,7 @@ def train_rows(clips, num_classes: int, store: str, steps: int) -> tuple[Row, fl
         t_on, t_off = min(t_on, on()), min(t_off, off())
     row = Row("student train step, all distillation heads vs heads off", 1000 * t_on, 1000 * t_off, "ms per step",
               "<= 1.10", f"slow_tiny, batch {BATCH} of 8x64x64, forward + losses + backward + SGD, channels-last-3d, "
-              f"best of {steps} steps each, alternating")
+              f"{torch.get_num_threads()} torch thread(s), best of {steps} steps each, alternating")
     return row, BATCH / t_on
 
 
@@ -214,6 +216,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats and steps (make bench)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-clips", type=int, default=16, help="base clip count of the peak-RSS row (10x is the other)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the timed steps")
     ap.add_argument("--rss-child", nargs=2, metavar=("CLIPS", "DIR"), help=argparse.SUPPRESS)
     add_result_args(ap)
     args = ap.parse_args()
@@ -221,6 +224,9 @@ def main() -> None:
         torch.set_num_threads(1)
         return rss_child(int(args.rss_child[0]), Path(args.rss_child[1]))
     repeats, steps = (2, 8) if args.quick else (args.repeats, 20)
+    # On a shared CPU every op of a multi-thread pool waits for descheduled threads (a time
+    # slice each), which swamps small models' compute and makes ratios noise; see README.
+    torch.set_num_threads(args.threads)
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
