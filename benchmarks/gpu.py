@@ -74,10 +74,6 @@ class Bench:
         self.crop = 32 if args.quick else 224
         self.compile = args.compile
         self.cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if args.quick and not self.cuda:
-            # One thread: on a shared CPU, every op of a 2-thread pool waits for a descheduled
-            # thread (one time slice, about 10 ms), which sets the pace of small models.
-            torch.set_num_threads(1)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
