@@ -1,6 +1,6 @@
 """Stage 1 (``extract-teachers``) on the demo world: teachers' busy share, 2 workers vs 1, driver memory.
 
-    .venv/bin/python -m benchmarks.bench_extract [--quick] [--clips 32]
+    .venv/bin/python -m benchmarks.bench_extract [--quick] [--clips 64]
 
 Writes a small demo world (``make_demo`` at scale 0.05: 32 Kinetics-like clips of 2 s,
 160x120) and the three demo teachers untrained (their architectures and sizes; untrained
@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Row, add_result_args, peak_rss_mb, report
+
+# Four predict calls per shard: the actor's decode threads run ahead of the teachers within a
+# shard (its first batch is decoded before the teachers start), and 2 shards keep 2 workers busy.
+SHARD_ROWS, BATCH_CLIPS = 16, 4
 
 
 def demo_inputs(root: Path) -> tuple[list[Path], str, dict[str, str]]:
@@ -112,7 +116,8 @@ def child(specs: list[dict]) -> None:
     for spec in specs:
         cfg = ExtractConfig(manifest=spec["manifest"], manifest_format="kinetics", classes=spec["classes"],
                             video_root=spec["video_root"], out=spec["out"], teachers=TeacherWeights(**spec["teachers"]),
-                            workers=spec["workers"], shard_rows=8, device="cpu", progress_every_s=0)
+                            workers=spec["workers"], shard_rows=SHARD_ROWS, batch_clips=BATCH_CLIPS, device="cpu",
+                            progress_every_s=0)
         cfg.validate()
         t0 = time.perf_counter()
         result = run_extract(cfg)
@@ -149,22 +154,24 @@ def decode_share(videos: list[Path], teachers: dict[str, str], clips: int = 8) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="16 rows (160 for the memory row) (make bench)")
-    ap.add_argument("--clips", type=int, default=32, help="rows of the base manifest (the memory row also runs 10x)")
+    ap.add_argument("--quick", action="store_true", help="32 rows (320 for the memory row) (make bench)")
+    ap.add_argument("--clips", type=int, default=64, help="rows of the base manifest (the memory row also runs 10x)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     add_result_args(ap)
     args = ap.parse_args()
     if args.child:
         return child(json.loads(args.child))
-    n = 16 if args.quick else args.clips
-    print(f"{os.cpu_count()} CPUs; extract-teachers on the demo world, local Ray, device=cpu, shard_rows 8")
+    n = 32 if args.quick else args.clips
+    print(f"{os.cpu_count()} CPUs; extract-teachers on the demo world, local Ray, device=cpu, "
+          f"shard_rows {SHARD_ROWS}, batch_clips {BATCH_CLIPS}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         videos, classes, teachers = demo_inputs(root)
         share = decode_share(videos, teachers)
         print(f"  decoding takes {share:.0%} of a clip's decode + teachers time (one thread)")
         one, two, big = extract_runs(root, videos, classes, teachers, [(n, 1), (n, 2), (10 * n, 2)])
-    note = f"demo teachers (untrained), {n} rows of 2 s 160x120 clips, local Ray on {os.cpu_count()} CPUs"
+    note = (f"demo teachers (untrained), {n} rows of 2 s 160x120 clips, shard_rows {SHARD_ROWS}, batch_clips "
+            f"{BATCH_CLIPS}, local Ray on {os.cpu_count()} CPUs")
     busy = one["report"]["teachers_busy_fraction"]
     rows = [
         Row("extraction: teachers busy vs wall", busy, 1.0, "of wall", ">= 0.8",

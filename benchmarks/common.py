@@ -52,7 +52,7 @@ class Row:
         d = asdict(self)
         for key in ("value", "reference", "ratio"):
             if _finite(d[key]):
-                d[key] = round(d[key], 4 if abs(d[key]) < 100 else 1)
+                d[key] = float(f"{d[key]:.6g}")  # six significant digits, whatever the scale
         return d
 
 
