@@ -71,8 +71,7 @@ def machine_info() -> dict:
     import torch
 
     return {"node": platform.node(), "cpu": _cpu_name(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _cpu_name() -> str:
