@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import Row, add_result_args, best_seconds, peak_rss_mb, report
+from benchmarks.common import Row, add_result_args, peak_rss_mb, report
 
 BATCH = 8  # clips per training step (the demo trains with 16; 8 keeps the run short)
 NUM_OBJECTS = 10  # the demo object teacher's classes

@@ -148,16 +148,6 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         print(f"wrote {write_results(rows, args.machine, args.results)}")
 
 
-def best_seconds(fn, repeats: int) -> float:
-    """The shortest wall time of ``repeats`` calls of ``fn``."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB (Linux reports KiB)."""
     import resource

@@ -110,7 +110,6 @@ def teacher_rates(b: Bench, tmp: Path) -> dict[str, float]:
     import torchvision
 
     from teachers import ego, hoi100doh, load_teacher
-    from teachers.base import InputSpec
 
     rng = np.random.default_rng(0)
     frames_per_clip = 2 if b.quick else 8
