@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-faults bench clean
+.PHONY: setup demo test test-faults bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -24,10 +24,20 @@ test: setup
 test-faults: setup
 	PIPELINE_NO_PROGRESS=1 $(BIN)/python -m pytest -m faults
 
+# Every benchmark's quick variant (2 min 39 s on the 2-core machine at load 1.2-2.1; at most 5): rows of ours vs its reference
+# into benchmarks/results/<machine>-<date>.json and .md (MACHINE=name overrides the host name).
+BENCH_ARGS = $(if $(MACHINE),--machine $(MACHINE))
+
 bench: setup
-	$(BIN)/python benchmarks/bench_reader.py
-	$(BIN)/python benchmarks/bench_frame_cache.py
-	$(BIN)/python benchmarks/bench_teachers.py --quick
+	$(BIN)/python -m benchmarks.bench_reader --repeats 3 $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench_frame_cache --quick $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench_teachers --quick $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench_student --quick $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench_extract --quick $(BENCH_ARGS)
+
+# One GPU, at most 8 minutes (benchmarks/gpu.sh; the tests run it with --device cpu --quick).
+bench-gpu: setup
+	bash benchmarks/gpu.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf demo-run .pytest_cache

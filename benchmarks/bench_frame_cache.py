@@ -1,6 +1,6 @@
 """Training items/s with the HDF5 frame cache against decoding the videos, in the same run.
 
-    .venv/bin/python benchmarks/bench_frame_cache.py [--clips 24] [--repeats 3]
+    .venv/bin/python -m benchmarks.bench_frame_cache [--clips 24] [--repeats 3] [--quick]
 
 Writes ``--clips`` textured H.264 clips at two sizes and times ``ClipDataset`` training items
 (random window, scale jitter, crop, flip, normalisation: what a DataLoader worker does) read:
@@ -11,7 +11,8 @@ Writes ``--clips`` textured H.264 clips at two sizes and times ``ClipDataset`` t
   256-320, crop 224), decoded vs from a JPEG cache at short side 320.
 
 Target: the raw cache gives >= 2x the demo-size items/s of decoding (the reason the demo uses
-it). Always exits 0; prints PASS/FAIL. No GPU is used.
+it). ``--quick`` (make bench): 8 clips, one repeat. Always exits 0; prints PASS/FAIL and writes
+its rows to the results file (``benchmarks/common.py``). No GPU is used.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import Row, add_result_args, report
 from pipeline.io.frame_cache import write_frame_cache
 from pipeline.io.video import write_video
 from student.dataset import ClipDataset, ClipRef, Sampling
@@ -61,7 +63,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="8 clips, one repeat (make bench)")
+    add_result_args(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.clips, args.repeats = 8, 1
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; best of {args.repeats}, "
           f"{args.clips} clips per size, one process")
     results = {}
@@ -90,6 +96,15 @@ def main() -> None:
     print(f"demo size: raw cache / decode = {ratio:.2f}x items/s (target >= {TARGET}) -> {'PASS' if ratio >= TARGET else 'FAIL'}")
     print(f"demo size: jpeg cache / decode = {results[('demo', 'jpeg cache')] / results[('demo', 'decode')]:.2f}x items/s")
     print(f"paper size: jpeg cache / decode = {results[('paper', 'jpeg cache')] / results[('paper', 'decode')]:.2f}x items/s")
+    note = f"ClipDataset training items, one process, best of {args.repeats}"
+    report([
+        Row("frame-cache reads vs decoding, demo size (raw uint8 cache)", results[("demo", "raw cache")],
+            results[("demo", "decode")], "clips/s", f">= {TARGET}", f"{note}; 2 s 160x120 clips, crop 64"),
+        Row("frame-cache reads vs decoding, demo size (JPEG cache)", results[("demo", "jpeg cache")],
+            results[("demo", "decode")], "clips/s", None, f"{note}; 2 s 160x120 clips, crop 64"),
+        Row("frame-cache reads vs decoding, paper size (JPEG cache)", results[("paper", "jpeg cache")],
+            results[("paper", "decode")], "clips/s", None, f"{note}; 10 s 340x256 clips, Slow 8x8 sampling, crop 224"),
+    ], args)
 
 
 if __name__ == "__main__":

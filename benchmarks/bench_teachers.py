@@ -1,6 +1,6 @@
 """Frames/s of each teacher's ``predict`` on this machine: the demo teachers and ResNet-152.
 
-    .venv/bin/python benchmarks/bench_teachers.py [--quick] [--repeats 3] [--json results.json]
+    .venv/bin/python -m benchmarks.bench_teachers [--quick] [--repeats 3] [--json results.json]
 
 Times ``Teacher.predict`` (preprocessing included, video decoding not) on random uint8 frames:
 
@@ -14,7 +14,8 @@ Also times the ResNet-152 teacher's preprocessing alone (``weights.transforms()`
 batch: short side 256 -> 232, centre crop 224, normalise). Target: it takes <= 5 % of that
 teacher's time per frame, so keeping the aspect ratio costs nothing that matters. Absolute
 frames/s depend on the machine and its load; the share holds better. Always exits 0;
-prints PASS/FAIL. Uses a GPU only with ``--device cuda``.
+prints PASS/FAIL and writes its rows to the results file (``benchmarks/common.py``). Uses a
+GPU only with ``--device cuda``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torchvision
 
+from benchmarks.common import Row, add_result_args, report
 from teachers import ego, handobj, load_teacher, objects, save_teacher
 
 TARGET = 0.05  # the largest share of the ResNet-152 teacher's time its preprocessing may take
@@ -65,6 +67,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    add_result_args(ap)
     args = ap.parse_args()
     repeats = 1 if args.quick else args.repeats
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, " \
@@ -102,6 +105,15 @@ def main() -> None:
                                          "demo_teachers_frames_per_s": round(demo, 2),
                                          "resnet152_preprocessing_share": round(share, 4)}, indent=1) + "\n")
         print(f"wrote {args.json}")
+    # No other implementation of these teachers runs here, so each row's reference is the one
+    # thing the same run offers: the teacher's work without its preprocessing (ResNet-152) or
+    # the demo teachers one by one.
+    big_fps = rows[-1]["frames_per_s"]
+    results = [Row(f"teacher {r['teacher']} ({r['arch']}) predict", r["frames_per_s"], None, "frames/s", None,
+                   f"{r['frames']} frames -> {r['input']} px, device {args.device}, best of {repeats}") for r in rows]
+    results.append(Row("resnet152 teacher: preprocessing share of its time", preprocess / len(frames) * big_fps, 1.0,
+                       "of the teacher's time", f"<= {TARGET}", "short side 232, centre crop 224, normalise, on 340x256"))
+    report(results, args)
 
 
 if __name__ == "__main__":
