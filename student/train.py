@@ -292,6 +292,11 @@ def fit(
         net = DistributedDataParallel(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
     if cfg.compile:
         net = torch.compile(net)  # checkpoints still hold ``model``'s names (no _orig_mod. prefix)
+    if dist.world > 1 and len(train_set) < cfg.batch_size:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"{len(train_set)} clips do not make one global batch of optim.batch_size "
+                          f"{cfg.batch_size}: lower it (it is split over the {dist.world} processes)")
     loader = train_loader(train_set, cfg, dist)
     optimizer = torch.optim.SGD(param_groups(model, cfg), lr=lr_at(0.0, cfg), momentum=cfg.momentum,
                                 nesterov=cfg.nesterov)

@@ -100,12 +100,12 @@ class VideoClassifier(nn.Module):
 def build_slow(arch: str, *, num_classes: int = len(CLASSES), dropout: float = 0.5, **backbone_kwargs: Any) -> nn.Module:
     """The student's PySlowFast backbone ``arch`` (slow_r50, slow_r101) with a ``num_classes`` head."""
     # The student's architecture, so Kinetics checkpoints and their names serve both; handed
-    # over by pipeline.stages (teachers/ does not import student/; see pipeline.io.hooks).
+    # over by the pipeline package (teachers/ does not import student/; see pipeline.io.hooks).
     from pipeline.io.hooks import VIDEO_BACKBONES
 
     if "pyslowfast" not in VIDEO_BACKBONES:
         raise ValueError(f"the {arch} ego teacher is built on the student's PySlowFast backbone, which "
-                         "pipeline.stages hands over when imported: import it first (the CLI and the stages do)")
+                         "the pipeline package registers in pipeline.io.hooks; it is missing there")
     return VideoClassifier(VIDEO_BACKBONES["pyslowfast"](arch, **backbone_kwargs), num_classes, dropout)
 
 

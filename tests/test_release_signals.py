@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
+from pipeline.io.store import FAILED, OK, open_store
 
 FPS, WIDTH, HEIGHT = 30, 320, 240
 TRAIN_LIST = ["train/abseiling/aaa_000010_000020.mp4", "train/abseiling/bbb_000000_000010.mp4",
@@ -162,11 +163,19 @@ def test_a_release_file_that_would_create_a_file_is_refused(release, capsys, whe
         entries[0, 1] = evil
         np.save(aux / "k400_handobj_predicts" / "aaa_000010_000020.npy", entries, allow_pickle=True)
     out = release["tmp"] / "k400.zarr"
-    assert _import(release, out, "--native-fps", str(FPS), "--frame-size", f"{WIDTH}x{HEIGHT}") == 1
-    err = capsys.readouterr().err
+    code = _import(release, out, "--native-fps", str(FPS), "--frame-size", f"{WIDTH}x{HEIGHT}")
+    if where == "pkl":  # the whole file is needed before any row: one line, exit 1
+        assert code == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1
+    else:  # one video's detections: its row fails with the reason, the others are imported
+        assert code == 0
+        store = open_store(out)
+        row = [i for i, c in enumerate(store.clip_ids()) if "aaa_000010_000020" in c][0]
+        err = store.errors()[row]
+        assert store.status()[row] == FAILED
     assert f"refusing to load {name}" in err and "nothing from it was run" in err
     assert ("k400_ego_predicts.pkl" if where == "pkl" else "aaa_000010_000020.npy") in err
-    assert len(err.strip().splitlines()) == 1
     assert not target.exists()
 
 

@@ -401,10 +401,9 @@ def test_frames_are_decoded_with_their_aspect_and_clips_of_each_size_batched_apa
     videos = [write_video(tmp_path / f"v{i}.mp4", _frames(1, 8, h, w, i)[0], fps=4) for i, (h, w) in enumerate(shapes)]
     clips = [(str(v), 0.0, 2.0, None) for v in videos]
     worker = _shard_worker(weights_files, tmp_path, ["a", "b", "c"], batch_clips=3)
-    S = worker.short_side
-    assert S == max(t.spec.size for t in worker.teachers.values())  # the demo teachers: their input size
+    assert worker.short_side == max(t.spec.size for t in worker.teachers.values()) == 128  # the demo teachers'
     frames, times = worker.decode(clips[1])
-    assert frames.shape == (8, S * 96 // 64, S, 3)  # portrait: width is the short side
+    assert frames.shape == (8, 96, 64, 3)  # portrait, and never upscaled: the video's own 64 px short side
     np.testing.assert_allclose(times, np.arange(8) / 4, atol=1e-6)
     result = worker.run_shard(0, 3, clips)
     assert result["ok"] == 3 and worker.store.status().tolist() == [OK] * 3

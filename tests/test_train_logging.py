@@ -1,4 +1,6 @@
 """TensorBoard events of ``fit``: read back, they hold the history's epoch means and one value per step."""
+import time
+
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -60,6 +62,9 @@ def test_a_resume_replaces_the_events_after_its_checkpoint(tmp_path):
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     state.update(epoch=1, history=state["history"][:1])
     torch.save(state, tmp_path / "last.pt")
+    # A resumed run is a new process: its event file's name (seconds, host, pid, then a per-process
+    # counter) sorts after the first's. In one process, only the counter differs, and "10" < "9".
+    time.sleep(1.1)
     history = tiny_fit(tmp_path, epochs=2)
     assert [s for s, _ in scalars(tmp_path, "step/loss")] == list(range(6))  # once each, not twice
     assert [v for _, v in scalars(tmp_path, "epoch/loss")] == pytest.approx([h["loss"] for h in history], rel=1e-6)

@@ -12,21 +12,6 @@ from typing import Any, Callable
 STAGE_NAMES = ("train-teachers", "extract-teachers", "train-student", "finetune", "evaluate")
 
 
-def _pyslowfast_backbone(arch: str, **kwargs: Any) -> Any:
-    from student.backbones import create_backbone
-
-    return create_backbone(arch, **kwargs)
-
-
-def _connect_parts() -> None:
-    """Hand teachers/ the student's backbone builder (see :mod:`pipeline.io.hooks`); importing
-    neither here keeps ``pipeline --help`` instant."""
-    from pipeline.io.hooks import VIDEO_BACKBONES
-
-    VIDEO_BACKBONES.setdefault("pyslowfast", _pyslowfast_backbone)
-
-
-_connect_parts()
 
 
 def stage_spec(stage: str) -> tuple[type, Callable[[], Any], Callable[[Any], Any]]:

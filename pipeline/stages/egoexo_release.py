@@ -401,7 +401,11 @@ def import_egoexo(
                     errors[j] = facts[i]
                     continue
                 video: VideoFacts = facts[i]
-                dets = load_release_npy(npy) if npy is not None else None
+                try:  # one damaged or refused file fails its row, not the import of 240k videos
+                    dets = load_release_npy(npy) if npy is not None else None
+                except PipelineError as e:
+                    errors[j] = str(e).splitlines()[0][:500]
+                    continue
                 num_native = len(dets) if dets is not None else video.num_frames
                 end = clip.end if clip.end is not None else (
                     num_native / video.fps if num_native else video.duration)

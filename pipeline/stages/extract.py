@@ -152,7 +152,8 @@ class ShardWorker:
     writes one shard of rows.
 
     Frames are decoded with their aspect ratio (short side :func:`decode_short_side`, the
-    largest any teacher needs), each teacher resizing or cropping for itself. A thread pool
+    largest any teacher needs, or the video's own when smaller: never upscaled), each teacher
+    resizing or cropping for itself. A thread pool
     decodes ahead of the teachers, at most ``decode_ahead`` clips (bounded memory); PyAV and
     libswscale release the GIL, so decoding overlaps inference. Clips of one frame size are
     batched together, ``batch_clips`` clips per predict call.
@@ -205,9 +206,16 @@ class ShardWorker:
             return MISSING
         F = self.num_frames
         try:
-            end = t1 if t1 is not None else (probe(path, frame_rate=rate).duration or F / self.fps)
+            short_side = self.short_side
+            if rate is None or t1 is None:  # a video file (a frames folder is listed by probe: skipped)
+                info = probe(path, frame_rate=rate)
+                # never upscaled here: a teacher that wants more pixels resizes from the native frame
+                short_side = min(short_side, info.width, info.height)
+                end = t1 if t1 is not None else (info.duration or F / self.fps)
+            else:
+                end = t1
             times = sample_times(t0, end, self.fps)[:F]
-            got = read_frames(path, times, short_side=self.short_side, frame_rate=rate)
+            got = read_frames(path, times, short_side=short_side, frame_rate=rate)
         except VideoReadError as e:
             return e.reason
         except Exception as e:  # anything else about this one file fails its row, not its neighbours
@@ -312,7 +320,7 @@ class ShardWorker:
         except Exception as e:  # not one unreadable video: fail the rows being computed, with the reason
             reason = f"{TEACHER_ERROR}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
             for i in rows:
-                if not errors[i]:
+                if status[i] != OK and not errors[i]:  # rows of earlier batches keep their results
                     status[i], errors[i] = FAILED, reason
                     outs["frame_time"][i] = np.nan
                     for name in shapes:

@@ -137,7 +137,8 @@ def start_distributed(device: str):
         device = f"cuda:{dist.local_rank}"
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        # NCCL for the GPU tensors (gradients), gloo for the CPU ones (logged losses, random states)
+        torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo")
     return dist, device
 
 

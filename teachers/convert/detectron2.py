@@ -26,8 +26,10 @@ Rearranged on the way:
   reversed so the model reads torchvision's RGB, with image_mean/std set to give the same numbers.
 
 Strict: a tensor with no place (a mask or keypoint head, a renamed key) or a place left empty is an
-error naming the key. Not the same as detectron2 and not fixable by renaming: its ROIAlignV2 is
-``aligned=True`` (torchvision's MultiScaleRoIAlign is not), and its anchors are not rounded.
+error naming the key. Not yet the same numbers as detectron2: its ROIAlignV2 is ``aligned=True``
+(torchvision's MultiScaleRoIAlign is not) and its anchors are not rounded; both can be matched
+with a pooler and an anchor generator of our own (torchvision's ``roi_align`` takes ``aligned``),
+which is not done yet.
 """
 from __future__ import annotations
 
@@ -105,6 +107,7 @@ def build_fasterrcnn(layout: str, depth: int, num_classes: int, **kwargs: Any) -
             box_predictor=FastRCNNPredictor(1024, num_classes + 1), **common,
         )
     if layout == "c4":
+        common = {"rpn_pre_nms_top_n_test": 6000} | common  # Base-RCNN-C4.yaml: RPN.PRE_NMS_TOPK_TEST 6000
         return FasterRCNN(
             C4Backbone(resnet), rpn_anchor_generator=AnchorGenerator((C4_SIZES,), (RATIOS,)),
             rpn_head=RPNHead(1024, len(C4_SIZES) * len(RATIOS)), box_roi_pool=MultiScaleRoIAlign(["0"], 14, 0),
