@@ -81,15 +81,23 @@ def main() -> None:
             model = module.build(module.DEFAULT_ARCH, **kwargs)
             path = save_teacher(Path(tmp) / f"{kind}.pt", model, kind, module.DEFAULT_ARCH, kwargs, meta)
             teachers[f"demo {kind}"] = (load_teacher(path, args.device), (2, 8, 120, 160))
+        # the paper-size teachers, random weights, at their real input sizes (one frame / one window
+        # with --quick: on this CPU a 100DOH frame at 600 px takes seconds)
+        from teachers import ego, hoi100doh
+
+        teachers["handobj 100doh"] = (hoi100doh.HandObject100DOHTeacher(
+            hoi100doh.build(), hoi100doh.make_meta(), args.device), (1, 1 if args.quick else 4, 256, 340))
+        teachers["ego slow_r50"] = (ego.EgoTeacher(ego.build("slow_r50"), ego.make_meta(ego.SLOW_SPEC), args.device),
+                                    (1, 8 if args.quick else 16, 256, 340))
         torch.save(torchvision.models.resnet152().state_dict(), Path(tmp) / "resnet152.pth")
         big = load_teacher(f"resnet152:IMAGENET1K_V2@{Path(tmp) / 'resnet152.pth'}", args.device)
         teachers["object resnet152"] = (big, (2, 2 if args.quick else 8, 256, 340))
         for name, (teacher, (b, f, h, w)) in teachers.items():
             frames = rng.integers(0, 256, (b, f, h, w, 3), dtype=np.uint8)
             fps = frames_per_s(teacher, frames, repeats)
-            rows.append({"teacher": name, "arch": teacher.meta["arch"], "frames": f"{b}x{f} of {w}x{h}",
+            rows.append({"teacher": name, "arch": teacher.meta.get("arch", name.split()[-1]), "frames": f"{b}x{f} of {w}x{h}",
                          "input": teacher.spec.size, "frames_per_s": round(fps, 2), "ms_per_frame": round(1000 / fps, 2)})
-            print(f"  {name:<17} {teacher.meta['arch']:<20} {b}x{f} frames of {w}x{h} -> {teacher.spec.size:>3} px "
+            print(f"  {name:<17} {rows[-1]['arch']:<20} {b}x{f} frames of {w}x{h} -> {teacher.spec.size:>3} px "
                   f"{fps:8.1f} frames/s ({1000 / fps:.1f} ms per frame)")
         frames = rng.integers(0, 256, (16, 256, 340, 3), dtype=np.uint8)
         preprocess = min(_seconds(lambda: objects.classification_inputs(frames, big.meta["preprocess"], big.spec,

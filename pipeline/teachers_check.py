@@ -40,12 +40,15 @@ def check_teachers(cfg) -> tuple[dict, list[OutputCheck]]:
     from data_manifests.formats import clip_frame_rate, resolve_videos
     from pipeline.io.video import VideoReadError, probe, read_frames, sample_times
     from pipeline.stages.common import load_table, pick_device
-    from pipeline.stages.extract import _teacher_paths
+    from pipeline.stages.extract import _teacher_paths, decode_short_side
     from teachers import load_teacher
 
     device = pick_device(cfg.device)
     sources = _teacher_paths(cfg)
     teachers = {kind: load_teacher(p, device=device) for kind, p in sources.items()}
+    for teacher in teachers.values():  # as extract-teachers runs them: its autocast precision on a GPU
+        teacher.use_precision(cfg.precision)
+    wanted = max(decode_short_side(t) for t in teachers.values())
     rates = {kind: t.spec.frame_rate for kind, t in teachers.items()}
     if len(set(rates.values())) != 1:
         raise PipelineError(f"the teachers must share one frame rate to share frame_time; got {rates}")
@@ -59,9 +62,11 @@ def check_teachers(cfg) -> tuple[dict, list[OutputCheck]]:
     for clip, path in resolved[:MAX_TRIES]:
         rate = clip_frame_rate(table, clip, path)
         try:
-            end = clip.end if clip.end is not None else probe(path, frame_rate=rate).duration or cfg.max_frames / fps
+            info = probe(path, frame_rate=rate)
+            end = clip.end if clip.end is not None else info.duration or cfg.max_frames / fps
             times = sample_times(clip.start, end, fps)[: cfg.max_frames]
-            got = read_frames(path, times, frame_rate=rate)  # native size: each teacher resizes for itself
+            # as extract-teachers decodes: the short side the teachers need, never upscaled
+            got = read_frames(path, times, short_side=min(wanted, info.width, info.height), frame_rate=rate)
             break
         except VideoReadError as e:
             problems.append(f"{clip.clip_id}: {e.reason}")
@@ -76,13 +81,17 @@ def check_teachers(cfg) -> tuple[dict, list[OutputCheck]]:
 
     checks = []
     for kind, teacher in teachers.items():
-        teacher.predict(frames[:, :1], frame_time[:, :1])  # warm-up: lazy initialisation, kernels, caches
-        start = time.perf_counter()
-        out = teacher.predict(frames, frame_time)
+        batch = getattr(cfg.batch, kind)
+        with teacher.autocast():
+            teacher.predict(frames[:, :1], frame_time[:, :1], max_batch=batch)  # warm-up: lazy init, kernels, caches
+            start = time.perf_counter()
+            out = teacher.predict(frames, frame_time, max_batch=batch)
         if teacher.device.type == "cuda":
             torch.cuda.synchronize(teacher.device)
         ms = (time.perf_counter() - start) * 1000 / num_frames
         weights_dtype = str(next(teacher.model.parameters()).dtype).removeprefix("torch.")
+        if teacher.device.type == "cuda" and teacher.precision != "fp32":
+            weights_dtype += f"/{teacher.precision}"  # the autocast dtype the forward runs in
         for name, (tail, store_dtype) in teacher.output_shapes(num_frames).items():
             value = out[name][0]
             if value.shape != tuple(tail):
