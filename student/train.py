@@ -353,8 +353,10 @@ def fit(
             sums, n = dict(resumed["epoch_sums"]), int(resumed["epoch_steps"])
             ranks = resumed.get("rng_ranks") or [resumed["rng"]]
             if len(ranks) != dist.world:
-                raise ValueError(f"{last} was written mid-epoch by {len(ranks)} processes; resume it with "
-                                 f"{len(ranks)}, or from an epoch's end")
+                from pipeline.errors import PipelineError
+
+                raise PipelineError(f"{last} was written mid-epoch by {len(ranks)} processes; resume it with "
+                                    f"{len(ranks)} (torchrun --nproc_per_node), or from an epoch's end")
             torch.set_rng_state(ranks[dist.rank])
             cuda_ranks = resumed.get("cuda_rng_ranks") or []
             if len(cuda_ranks) == dist.world and device.startswith("cuda"):

@@ -112,3 +112,31 @@ def test_a_store_of_another_schema_version_is_one_line_through_the_cli(tmp_path,
                  f"video_root={tmp_path / 'videos'}", f"signals={s.path}", f"out={tmp_path / 'student'}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "schema version 2" in err[0] and not (tmp_path / "student").exists()
+
+
+def test_a_claims_heartbeat_survives_a_failed_write(tmp_path):
+    """One failed heartbeat (a network hiccup) must not stop the beats: a claim that stopped
+    beating would be taken as stale, and an overlapping run let in, after stale_s."""
+    import json
+    import time
+
+    from pipeline.io.store_lock import StoreLock
+
+    lock = StoreLock(tmp_path, (0, 2), 2, heartbeat_s=0.05)
+    lock.acquire()
+    try:
+        write, failures = lock._write, []
+
+        def flaky():
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("connection reset")
+            write()
+
+        lock._write = flaky
+        first = json.loads(lock.path.read_text())["beat"]
+        time.sleep(0.5)
+        assert failures and json.loads(lock.path.read_text())["beat"] > first
+    finally:
+        lock.release()
+    assert not lock.path.exists()

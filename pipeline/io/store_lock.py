@@ -130,8 +130,8 @@ class StoreLock:
         while not self._stop.wait(self.heartbeat_s):
             try:
                 self._write()
-            except OSError:
-                return
+            except Exception:  # a network hiccup (OSError, botocore's own errors): try again next beat
+                continue
 
     def release(self) -> None:
         self._stop.set()
