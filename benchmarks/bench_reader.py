@@ -17,8 +17,8 @@ times, best of ``--repeats`` (interleaved, so drift in machine load hits every v
 * ``read_frames`` sampling 8 fps at short side 128 (what the teachers ask for), against the same
   decode-everything loop - faster, since it converts only what it returns.
 
-* torchcodec's ``VideoDecoder`` on the same file, every frame as RGB (when torchcodec is
-  installed; otherwise the row says so and has no value).
+* torchcodec's ``VideoDecoder`` on the same file, every frame as RGB, one batch (when torchcodec
+  is installed and loads an FFmpeg: ``make bench-setup``; otherwise the row says why and has no value).
 
 Always exits 0; prints PASS/FAIL against the 0.9 target and writes its rows to the results
 file (``benchmarks/common.py``). No GPU is used.
@@ -94,18 +94,24 @@ def bare_pyav_shared_scaler(path: Path) -> int:
     return n
 
 
-def torchcodec_decoder():
+def torchcodec_decoder(path: Path):
     """torchcodec's decode-everything loop, or the reason it cannot run here."""
     try:
+        import torchcodec
         from torchcodec.decoders import VideoDecoder
-    except Exception as e:  # not installed, or no build for this torch (it loads compiled ops at import)
+
+        VideoDecoder(str(path))  # its FFmpeg libraries load here, not at import
+    except ImportError as e:  # not installed (make bench-setup)
         return None, f"torchcodec not importable here ({e.__class__.__name__}: {str(e).splitlines()[0][:120]})"
+    except Exception as e:  # installed, but its libraries do not load (no FFmpeg found, or built for another torch)
+        return None, (f"torchcodec {torchcodec.__version__} cannot load FFmpeg here ({e.__class__.__name__}: "
+                      f"{str(e).splitlines()[0][:120]}; make bench-setup links it to PyAV's FFmpeg)")
 
     def run(path: Path) -> int:
         decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="approximate")
         return int(decoder[:].shape[0])  # every frame as uint8 RGB, one batch
 
-    return run, ""
+    return run, f"torchcodec {torchcodec.__version__} on FFmpeg {torchcodec.ffmpeg_major_version}"
 
 
 def best_time(fn, repeats: int) -> tuple[float, int]:
@@ -137,11 +143,11 @@ def main() -> None:
         "read_frames, all frames, full size": lambda: len(read_frames(clip, all_times).frames),
         "read_frames, 8 fps, short side 128": lambda: len(read_frames(clip, sparse_times, short_side=128).frames),
     }
-    torchcodec, why_not = torchcodec_decoder()
-    if torchcodec is not None:
-        variants["torchcodec, all frames"] = lambda: torchcodec(clip)
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", args.seconds, width, height, args.fps)
+        torchcodec, torchcodec_note = torchcodec_decoder(clip)
+        if torchcodec is not None:
+            variants["torchcodec, all frames"] = lambda: torchcodec(clip)
         for fn in variants.values():  # warm-up: file cache, codec init, numpy
             fn()
         results = {name: (float("inf"), 0) for name in variants}
@@ -181,10 +187,9 @@ def main() -> None:
         Row("video reader vs bare PyAV loop (to_ndarray per frame)", ours, fps[bare_name], "frames/s", None,
             f"{clip_note}; the faster of default and AUTO threads"),
         Row("video reader vs torchcodec", ours, fps.get("torchcodec, all frames"), "frames/s", None,
-            clip_note if torchcodec is not None else why_not),
+            f"{clip_note}; {torchcodec_note}" if torchcodec is not None else torchcodec_note),
     ]
-    if torchcodec is None:
-        print(f"torchcodec: {why_not}")
+    print(f"torchcodec: {torchcodec_note}")
     report(rows, args)
 
 
