@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from student.backbones import create_backbone
 from student.heads import EgoExoStudent
-from student.train import LossWeights, OptimConfig, fit
+from student.train import LossWeights, OptimConfig, cpu_has_bf16, fit
 
 
 class TinyClips(torch.utils.data.Dataset):
@@ -85,6 +85,47 @@ def test_channels_last_trains_the_same_weights(tmp_path):
         torch.testing.assert_close(runs[True][1][k], v, rtol=1e-4, atol=1e-5)
     convs = [v for k, v in runs[True][1].items() if v.dim() == 5]
     assert convs and all(v.is_contiguous(memory_format=torch.channels_last_3d) for v in convs)
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return EgoExoStudent(create_backbone("slow_tiny", width=4), num_actions=3, num_objects=0, ego_head=False,
+                         interaction_maps=False)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+def test_cpu_bf16_runs_the_forward_in_bf16_with_fp32_losses(tmp_path):
+    """``optim.cpu_bf16``: convolutions compute in bf16 under autocast, the weights stay fp32, and
+    the first step's loss (same weights, same clips) matches fp32 to bf16 precision."""
+    runs = {}
+    for bf16 in (False, True):
+        model = _tiny_model()
+        dtypes = []
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d))
+        conv.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+        cfg = OptimConfig(epochs=1, batch_size=2, num_workers=0, lr=0.05, cpu_bf16=bf16)
+        history = fit(model, TinyClips(), cfg, LossWeights(), tmp_path / str(bf16), multilabel=False,
+                      log=lambda *_: None)
+        runs[bf16] = (history, set(dtypes), {p.dtype for p in model.parameters()})
+    assert runs[False][1] == {torch.float32} and runs[True][1] == {torch.bfloat16}
+    assert runs[True][2] == {torch.float32}
+    step = scalars(tmp_path / "True", "step/loss")[0][1], scalars(tmp_path / "False", "step/loss")[0][1]
+    assert step[0] == pytest.approx(step[1], rel=2e-2) and step[0] != step[1]
+
+
+def test_cpu_bf16_on_a_cpu_without_it_trains_in_fp32_and_says_so(tmp_path, monkeypatch):
+    import student.train as train
+
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    said, dtypes = [], []
+    model = _tiny_model()
+    next(m for m in model.modules() if isinstance(m, torch.nn.Conv3d)).register_forward_hook(
+        lambda _m, _i, out: dtypes.append(out.dtype))
+    fit(model, TinyClips(), OptimConfig(epochs=1, batch_size=2, num_workers=0, cpu_bf16=True), LossWeights(),
+        tmp_path, multilabel=False, log=said.append)
+    assert set(dtypes) == {torch.float32}
+    assert [m for m in said if "cpu_bf16" in m] == [
+        "optim.cpu_bf16: this CPU has no native bf16 (AMX / AVX512-BF16); training in fp32"]
 
 
 class NaNClips(TinyClips):
