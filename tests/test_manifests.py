@@ -174,6 +174,28 @@ def test_resolving_many_clips_lists_each_folder_once(tmp_path, monkeypatch):
     assert len(listed) == 1 + 1 + 6 and stats == []  # root, train/, the 6 label folders; no per-clip stat
 
 
+def test_the_kinetics_index_costs_a_few_hundred_bytes_per_file(tmp_path):
+    import tracemalloc
+
+    from data_manifests.kinetics import KineticsIndex
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    n = 5000
+    for i in range(n):
+        (root / f"rep{i:08d}_000000_000010.mp4").touch()
+    tracemalloc.start()
+    try:
+        index = KineticsIndex(root)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(index.by_stem) == n and index.folders_listed == 1
+    # Path strings, the folder read as listed: 331 B a file here; Path objects from a list of the
+    # folder's entries took 775 (a 240,000-clip Kinetics root: 80 against 190 MB in the driver).
+    assert peak / n < 500, f"{peak / n:.0f} B per file"
+
+
 # ----------------------------------------------------------------------------- Charades-Ego
 
 
