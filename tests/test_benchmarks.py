@@ -47,6 +47,20 @@ def test_results_merge_by_name_into_the_days_file(tmp_path):
     assert "| b | 1 | - | - | report | - |" in table
 
 
+def test_a_child_process_reports_its_own_peak_memory_not_its_parents():
+    import numpy as np
+
+    from benchmarks.common import peak_rss_mb
+
+    held = np.ones(300 * 2**20 // 8)  # 300 MB resident in this process
+    assert peak_rss_mb() > 300
+    code = "from benchmarks.common import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    # getrusage's ru_maxrss would say 300+ here: it keeps the peak of the process that started the child.
+    assert float(out.stdout) < 100, out.stdout
+    del held
+
+
 @pytest.mark.slow
 def test_gpu_script_runs_on_the_cpu_and_writes_finite_rows(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
