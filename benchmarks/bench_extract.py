@@ -1,6 +1,6 @@
 """Stage 1 (``extract-teachers``) on the demo world: teachers' busy share, 2 workers vs 1, driver memory.
 
-    .venv/bin/python -m benchmarks.bench_extract [--quick] [--clips 64]
+    .venv/bin/python -m benchmarks.bench_extract [--quick] [--clips 64] [--manifest-rows 20000] [--manifest-only]
 
 Writes a small demo world (``make_demo`` at scale 0.05: 32 Kinetics-like clips of 2 s,
 160x120) and the three demo teachers untrained (their architectures and sizes; untrained
@@ -16,6 +16,14 @@ videos (the same videos repeated under new clip ids):
 
 The runs share one process and one local Ray instance (started once; on a loaded 2-core
 machine a start takes tens of seconds).
+
+Without ``--quick`` (about 50 s more on 2 cores), driver memory against the manifest's size as the
+issue asks, through the CLI: ``pipeline run extract-teachers --shards 0:2`` on a manifest of
+``--manifest-rows`` rows (default 20,000) against the same on 32 rows, each in a fresh process
+with its own local Ray. Both compute the same 2 shards of 16 clips; the large run also reads
+the 20,000-row manifest, indexes 20,000 files, creates a store of 20,000 rows and reads their
+status. Target: peak RSS within 10 %. Beside it (reported only), ``pipeline data check`` on the
+two manifests: peak RSS and wall time. ``--manifest-only`` runs only these rows.
 
 Always exits 0; prints PASS/FAIL and writes its rows to the results file
 (``benchmarks/common.py``). No GPU is used.
@@ -130,6 +138,67 @@ def child(specs: list[dict]) -> None:
     print(json.dumps(out))
 
 
+def cli_child(result: str, argv: list[str]) -> None:
+    """In the child: ``pipeline ARGV`` as the command line runs it, then this process's wall
+    time and peak RSS to ``result`` (Ray's own processes are not this process)."""
+    from pipeline.cli import main as pipeline_main
+
+    t0 = time.perf_counter()
+    rc = pipeline_main(argv)
+    Path(result).write_text(json.dumps({"rc": rc, "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}))
+
+
+def cli_run(argv: list[str], root: Path) -> dict:
+    """``pipeline ARGV`` in a fresh process: its wall time and peak RSS."""
+    result = Path(tempfile.mkstemp(suffix=".json", dir=root)[1])
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_extract", "--cli", str(result), "--", *argv],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "PIPELINE_NO_PROGRESS": "1"})
+    if out.returncode or json.loads(result.read_text())["rc"]:
+        raise RuntimeError(f"pipeline {' '.join(argv)} failed:\n{out.stdout[-1500:]}\n{out.stderr[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def manifest_size_runs(root: Path, videos: list[Path], classes: str, teachers: dict[str, str],
+                       small: int, big: int) -> dict[int, dict]:
+    """For a manifest of ``small`` and of ``big`` rows: ``extract-teachers --shards 0:2`` and
+    ``data check`` through the CLI, each in a fresh process: ``{rows: {"extract": .., "check": ..}}``."""
+    made = {}
+    for rows in (small, big):
+        run = Path(tempfile.mkdtemp(prefix=f"manifest-{rows}-", dir=root))
+        made[rows] = (run, *repeated_manifest(videos, rows, run))
+    got = {rows: {} for rows in made}
+    for rows, (run, manifest, video_root) in made.items():
+        got[rows]["extract"] = cli_run(
+            ["run", "extract-teachers", "--manifest", str(manifest), "--video-root", str(video_root),
+             "--out", str(run / "signals.zarr"), "--workers", "2", "--shards", "0:2", "manifest_format=kinetics",
+             f"classes={classes}", f"shard_rows={SHARD_ROWS}", f"batch_clips={BATCH_CLIPS}", "device=cpu",
+             "progress_every_s=0", *(f"teachers.{kind}={path}" for kind, path in teachers.items())], root)
+    for rows, (run, manifest, video_root) in made.items():
+        got[rows]["check"] = cli_run(["data", "check", "--manifest", str(manifest), "--video-root", str(video_root),
+                                      "--format", "kinetics", "--classes", classes], root)
+    for rows, r in got.items():
+        print(f"  {rows} rows: extract-teachers --shards 0:2 {r['extract']['wall_s']:.1f} s, peak RSS "
+              f"{r['extract']['peak_rss_mb']:.0f} MB; data check {r['check']['wall_s']:.2f} s, peak RSS "
+              f"{r['check']['peak_rss_mb']:.0f} MB")
+    return got
+
+
+def manifest_size_rows(got: dict[int, dict], small: int, big: int) -> list[Row]:
+    ext, chk = {n: got[n]["extract"] for n in got}, {n: got[n]["check"] for n in got}
+    return [
+        Row(f"peak RSS of the extraction driver, {big:,}-row manifest", ext[big]["peak_rss_mb"],
+            ext[small]["peak_rss_mb"], "MB", "<= 1.10",
+            f"pipeline run extract-teachers --shards 0:2 on {big:,} vs {small} rows (demo videos repeated), the "
+            f"same 2 shards of {SHARD_ROWS} clips computed, 2 workers, fresh CLI process each with its own local "
+            f"Ray (actors excluded); wall {ext[big]['wall_s']:.1f} vs {ext[small]['wall_s']:.1f} s"),
+        Row(f"peak RSS of pipeline data check, {big:,}-row manifest", chk[big]["peak_rss_mb"],
+            chk[small]["peak_rss_mb"], "MB", None,
+            f"{big:,} vs {small} rows, fresh CLI process each; wall {chk[big]['wall_s']:.2f} vs "
+            f"{chk[small]['wall_s']:.2f} s"),
+    ]
+
+
 def decode_share(videos: list[Path], teachers: dict[str, str], clips: int = 8) -> float:
     """Share of a clip's time (decode + the three teachers, one thread) spent decoding."""
     import numpy as np
@@ -156,17 +225,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="32 rows (320 for the memory row) (make bench)")
     ap.add_argument("--clips", type=int, default=64, help="rows of the base manifest (the memory row also runs 10x)")
+    ap.add_argument("--manifest-rows", type=int,
+                    help="rows of the large manifest of the CLI driver-memory rows (default 20000, with --quick 0: skipped)")
+    ap.add_argument("--manifest-only", action="store_true", help="run only the CLI driver-memory rows")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--cli", help=argparse.SUPPRESS)
     add_result_args(ap)
-    args = ap.parse_args()
+    args, argv = ap.parse_known_args()
+    if args.cli:
+        return cli_child(args.cli, argv[1:] if argv[:1] == ["--"] else argv)
+    if argv:
+        ap.error(f"unrecognized arguments: {' '.join(argv)}")
     if args.child:
         return child(json.loads(args.child))
     n = 32 if args.quick else args.clips
+    large = args.manifest_rows
+    if large is None:
+        large = 0 if args.quick and not args.manifest_only else 20_000
     print(f"{os.cpu_count()} CPUs; extract-teachers on the demo world, local Ray, device=cpu, "
           f"shard_rows {SHARD_ROWS}, batch_clips {BATCH_CLIPS}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         videos, classes, teachers = demo_inputs(root)
+        size_rows = (manifest_size_rows(manifest_size_runs(root, videos, classes, teachers, 32, large), 32, large)
+                     if large else [])
+        if args.manifest_only:
+            return report(size_rows, args)
         share = decode_share(videos, teachers)
         print(f"  decoding takes {share:.0%} of a clip's decode + teachers time (one thread)")
         one, two, big = extract_runs(root, videos, classes, teachers, [(n, 1), (n, 2), (10 * n, 2)])
@@ -183,6 +267,7 @@ def main() -> None:
             "<= 1.10", f"{10 * n} vs {n} rows, 2 workers, one driver process: its peak after each run "
             f"(Ray actors excluded; importing torch alone takes about 700 MB); RSS after the runs "
             f"{big['rss_mb']:.0f} vs {two['rss_mb']:.0f} MB"),
+        *size_rows,
     ]
     report(rows, args)
 
