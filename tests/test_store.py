@@ -140,3 +140,40 @@ def test_a_claims_heartbeat_survives_a_failed_write(tmp_path):
     finally:
         lock.release()
     assert not lock.path.exists()
+
+
+def test_extractions_started_together_share_one_store(tmp_path):
+    """Drivers launched at once on disjoint ``--shards`` race to create the store: every one gets
+    the store that landed first (written rows stay), none fails, and a run for another input is
+    still refused."""
+    import threading
+
+    from pipeline.io.store import open_or_create_store
+
+    attrs = {"teachers": {"a": 1}}
+    for attempt in range(3):
+        path = tmp_path / f"s{attempt}.zarr"
+        start, got, errors = threading.Barrier(4), [], []
+
+        def driver():
+            start.wait()
+            try:
+                got.append(open_or_create_store(path, [f"clip{i}" for i in range(10)], 4, OUTPUTS, attrs, attrs, 4))
+            except Exception as e:  # noqa: BLE001 - the test reports whatever a driver raised
+                errors.append(e)
+
+        threads = [threading.Thread(target=driver) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(got) == 4
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".s{attempt}.zarr.creating")]
+        got[0].write_shard(4, 8, shard_arrays(4, 2.0), np.full(4, OK), [""] * 4)
+        for store in got[1:]:  # each handle sees the same store
+            assert store.status().tolist() == [PENDING] * 4 + [OK] * 4 + [PENDING] * 2
+    again = open_or_create_store(path, [f"clip{i}" for i in range(10)], 4, OUTPUTS, attrs, attrs, 4)
+    np.testing.assert_allclose(again.read_row(5)["object/logits"], 2.0)  # opened, not made anew
+    with pytest.raises(StoreError, match="different input"):
+        open_or_create_store(path, [f"clip{i}" for i in range(10)], 4, OUTPUTS, {"teachers": {"a": 2}},
+                             {"teachers": {"a": 2}}, 4)

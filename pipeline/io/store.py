@@ -270,6 +270,31 @@ def open_store(path: str | Path, mode: str = "r") -> SignalsStore:
     return SignalsStore(p, g)
 
 
+def open_or_create_store(
+    path: str | Path,
+    clip_ids: list[str],
+    num_frames: int,
+    outputs: dict[str, tuple[tuple[int, ...], str]],
+    attrs: dict[str, Any],
+    expected: dict[str, Any],
+    shard_rows: int = 64,
+) -> SignalsStore:
+    """The store at ``path`` for a run writing ``attrs``: opened (its provenance checked against
+    ``expected``) when it exists, else created. Extractions started together on disjoint
+    ``--shards`` race to create it: the one whose store lands first wins, and the others open that
+    one instead of failing (a local store appears whole, by its rename)."""
+    p = store_location(path)
+    if not store_exists(p):
+        try:
+            return create_store(p, clip_ids, num_frames, outputs, attrs, shard_rows=shard_rows)
+        except StoreError:
+            if is_url(p) or not store_exists(p):
+                raise
+    store = open_store(p, mode="r+")
+    check_provenance(store, expected)
+    return store
+
+
 def check_provenance(store: SignalsStore, expected: dict[str, Any]) -> None:
     """Refuse a store whose recorded provenance differs from what this run would write or needs."""
     attrs = store.attrs

@@ -399,8 +399,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     import time
 
     from data_manifests.formats import clip_frame_rate, resolve_videos
-    from pipeline.io.store import (FAILED, OK, PENDING, check_provenance, create_store, open_store, store_exists,
-                                   store_location, write_store_file)
+    from pipeline.io.store import FAILED, OK, PENDING, open_or_create_store, store_location, write_store_file
     from pipeline.io.store_lock import StoreLock
     from teachers.base import load_teacher
 
@@ -429,15 +428,11 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     }
     del teachers
     store_path = store_location(cfg.out)
-    if store_exists(store_path):
-        store = open_store(store_path, mode="r+")
-        check_provenance(store, {k: provenance[k] for k in ("frame_rate", "num_frames", "teachers")}
-                         | {"manifest_rows": table.fingerprint})
-    else:
-        store = create_store(
-            store_path, [c.clip_id for c in table], F, outputs,
-            {**provenance, "manifest_rows": table.fingerprint}, shard_rows=cfg.shard_rows,
-        )
+    store = open_or_create_store(
+        store_path, [c.clip_id for c in table], F, outputs, {**provenance, "manifest_rows": table.fingerprint},
+        {k: provenance[k] for k in ("frame_rate", "num_frames", "teachers")} | {"manifest_rows": table.fingerprint},
+        shard_rows=cfg.shard_rows,
+    )
     all_shards = store.shards()
     first, last = parse_shards(cfg.shards, len(all_shards))
     shards = all_shards[first:last]
