@@ -6,7 +6,8 @@ torchcodec's wheel ships no FFmpeg: ``libtorchcodec_core8.so`` needs ``libavcode
 its siblings on the loader's search path, and finds none here (no system FFmpeg). PyAV's wheel
 bundles FFmpeg in ``site-packages/av.libs`` under hashed names (``libavcodec-5e6b81c2.so.62...``)
 that the loader does not match. This links the standard names to PyAV's files in a folder
-beside torchcodec's libraries and adds that folder (``$ORIGIN``-relative) to their RUNPATH with
+beside torchcodec's libraries (with every other file of ``av.libs``, which PyAV's libraries
+need beside them) and adds that folder (``$ORIGIN``-relative) to their RUNPATH with
 patchelf. Then torchcodec loads the very files PyAV uses (one FFmpeg in the process, the same
 decoder in both rows) without LD_LIBRARY_PATH or system packages.
 
@@ -16,6 +17,7 @@ links into PyAV's own folder and sets absolute RPATHs to every NVIDIA library fo
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -53,10 +55,16 @@ def main() -> None:
     package = Path(spec.origin).parent
     link_dir = package / LINK_DIR
     link_dir.mkdir(exist_ok=True)
-    for name, target in pyav_ffmpeg().items():
+    # PyAV's libraries find their own dependencies (libvpx, libdrm, ... under hashed names) through
+    # RPATH $ORIGIN, which is the folder they were loaded from: this one. So every file of av.libs
+    # is linked under its own name, and the FFmpeg ones also under their standard sonames. Links
+    # are relative, so the environment can move.
+    ffmpeg = pyav_ffmpeg()
+    bundled = {f.name: f for f in next(iter(ffmpeg.values())).parent.iterdir() if f.is_file()}
+    for name, target in {**bundled, **ffmpeg}.items():
         link = link_dir / name
         link.unlink(missing_ok=True)
-        link.symlink_to(target)
+        link.symlink_to(os.path.relpath(target, link_dir))
     # Every FFmpeg major's build gets the folder; the loader only resolves the one PyAV matches.
     for lib in sorted(package.glob("libtorchcodec_*.so")):
         runpath = subprocess.run([patchelf, "--print-rpath", str(lib)], check=True, capture_output=True,
