@@ -128,6 +128,9 @@ def test_a_rerun_retries_rows_whose_video_arrived_and_reports_progress(store, ti
     report = json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text())
     assert (report["done"], report["clips_computed"], report["skipped_shards"]) == (second.rows, 1,
                                                                                   len(s.shards()) - 1)
+    run_extract(cfg)  # nothing left to compute: the report of the run that computed stays
+    assert "was already done; extract-report.json keeps the last computing run's figures" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text()) == report
     reference = open_store(ref_path)
     for name, old in before.items():
         now = np.asarray(s.array(name)[:])

@@ -490,7 +490,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
 def _write_report(store_path: Path | str, result: ExtractResult, shards: tuple[int, int], total: int, pending: int,
                   wall_s: float, computed: int, timing: dict) -> None:
-    """``extract-report.json`` in the store (``extract-report.shards-A-B.json`` for a ``--shards`` run)."""
+    """``extract-report.json`` in the store (``extract-report.shards-A-B.json`` for a ``--shards`` run),
+    unless this run computed nothing and a report is already there."""
     import json
 
     workers = timing.get("workers", 0)
@@ -504,9 +505,14 @@ def _write_report(store_path: Path | str, result: ExtractResult, shards: tuple[i
         "workers": workers, "devices": timing.get("devices", {}),
         "gpu_hours": round(timing.get("gpus", 0.0) * workers * timing.get("wall_s", 0.0) / 3600, 4),
     }
-    from pipeline.io.store import write_store_file
+    from pipeline.io.store import read_store_file, write_store_file
 
     name = "extract-report.json" if shards == (0, total) else f"extract-report.shards-{shards[0]}-{shards[1]}.json"
+    if not computed and read_store_file(store_path, name) is not None:
+        # A rerun with nothing left to compute keeps the figures of the run that computed.
+        print(f"extract-teachers: every row of shards {shards[0]}:{shards[1]} was already done; {name} "
+              "keeps the last computing run's figures")
+        return
     write_store_file(store_path, name, json.dumps(report, indent=1) + "\n")
 
 
