@@ -334,6 +334,10 @@ def fit(
     autocast = cfg.bf16 if device.startswith("cuda") else cfg.cpu_bf16 and cpu_has_bf16()
     if cfg.cpu_bf16 and not device.startswith("cuda") and not autocast and dist.main:
         log("optim.cpu_bf16: this CPU has no native bf16 (AMX / AVX512-BF16); training in fp32")
+    precision = "bf16" if autocast else "fp32"
+    if resumed is not None and resumed.get("precision", precision) != precision and dist.main:
+        log(f"{last} was trained in {resumed['precision']} and goes on in {precision} here: the weights will "
+            "differ from an uninterrupted run's")
     # A resumed run drops events logged after its checkpoint, so no curve has two values per step.
     first_step = start_epoch * steps_per_epoch + start_step
     tb = SummaryWriter(out / "tb", purge_step=first_step if first_step else None) if dist.main else None
@@ -351,7 +355,7 @@ def fit(
             save_checkpoint(last, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch_done,
                 "step": step_done, "epoch_sums": dict(sums), "epoch_steps": n, "history": history,
-                "rng": ranks[0][0], "rng_ranks": [r[0] for r in ranks],
+                "rng": ranks[0][0], "rng_ranks": [r[0] for r in ranks], "precision": precision,
                 "cuda_rng_ranks": [r[1] for r in ranks if r[1] is not None],
                 **(checkpoint_extra or {}),
             })

@@ -126,6 +126,16 @@ def test_cpu_bf16_on_a_cpu_without_it_trains_in_fp32_and_says_so(tmp_path, monke
     assert set(dtypes) == {torch.float32}
     assert [m for m in said if "cpu_bf16" in m] == [
         "optim.cpu_bf16: this CPU has no native bf16 (AMX / AVX512-BF16); training in fp32"]
+    # A checkpoint written in bf16 and resumed here (no bf16) says the precision changed.
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["precision"] == "fp32"
+    state.update(epoch=0, history=[], precision="bf16")
+    torch.save(state, tmp_path / "last.pt")
+    said.clear()
+    fit(_tiny_model(), TinyClips(), OptimConfig(epochs=1, batch_size=2, num_workers=0, cpu_bf16=True), LossWeights(),
+        tmp_path, multilabel=False, log=said.append)
+    assert f"{tmp_path / 'last.pt'} was trained in bf16 and goes on in fp32 here: the weights will differ from an " \
+           "uninterrupted run's" in said
 
 
 class NaNClips(TinyClips):
