@@ -461,7 +461,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
             print(f"extract-teachers: retrying {retried} rows that failed before (their videos are on disk now)")
         skipped = len(shards) - len(jobs)
         # The jobs carry what the shards need; the manifest's rows (about 0.7 KB each as a
-        # table, 170 MB for Kinetics-400) go before Ray starts, so the driver's peak stays flat.
+        # table, 170 MB for Kinetics-400) go before Ray starts. The jobs themselves still hold
+        # each pending row (about 250 B): building them per shard at submission is not done yet.
         del table, resolved
         timing = _run_on_ray(cfg, paths, store_path, jobs) if jobs else {}
 
