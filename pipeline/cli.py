@@ -22,7 +22,7 @@ STAGES: dict[str, tuple[str, dict[str, str], str]] = {
         "train the teachers: the ego/exo classifier on Charades-Ego-format data; "
         "with per-frame ground truth (the demo world) also the object classifier and hand-object detector",
         {"--manifest": "manifest", "--video-root": "video_root", "--out": "out"},
-        "pipeline run train-teachers --config demo-run/configs/train-teachers.yaml",
+        "pipeline run train-teachers --config demo-run/configs/train-teachers.handobj.yaml",
     ),
     "extract-teachers": (
         "stage 1: run the teachers over a manifest with Ray and write the signals store (zarr); rerun to resume",
@@ -34,17 +34,17 @@ STAGES: dict[str, tuple[str, dict[str, str], str]] = {
     "train-student": (
         "stage 2: train the SlowFast/Slow student with the Ego-Exo distillation losses (zero them for the baseline)",
         {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--signals": "signals", "--init": "init"},
-        "pipeline run train-student --config demo-run/configs/train-student.egoexo.yaml optim.epochs=20",
+        "pipeline run train-student --config demo-run/configs/train-student.egoexo-s0.yaml optim.epochs=20",
     ),
     "finetune": (
         "stage 3: fine-tune a pre-trained student on egocentric clips (Charades-Ego, EPIC-Kitchens)",
         {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--signals": "signals", "--init": "init"},
-        "pipeline run finetune --config demo-run/configs/finetune.egoexo.yaml --init demo-run/students/egoexo/checkpoint.pt",
+        "pipeline run finetune --config demo-run/configs/finetune.egoexo-s0.yaml --init demo-run/students/egoexo-s0/checkpoint.pt",
     ),
     "evaluate": (
         "multi-view evaluation of a checkpoint: mAP (multi-label) or top-1/top-5; writes metrics JSON",
         {"--manifest": "manifest", "--video-root": "video_root", "--out": "out", "--checkpoint": "checkpoint"},
-        "pipeline run evaluate --config demo-run/configs/evaluate.egoexo.yaml",
+        "pipeline run evaluate --config demo-run/configs/evaluate.egoexo-s0.yaml",
     ),
 }
 
@@ -128,7 +128,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise PipelineError("--seeds must be at least 1")
-    run_demo(args.workdir, seed=args.seed, workers=args.workers, seeds=args.seeds, ablations=args.ablations)
+    if args.jobs < 1:
+        raise PipelineError("--jobs must be at least 1")
+    run_demo(args.workdir, seed=args.seed, workers=args.workers, seeds=args.seeds, ablations=args.ablations,
+             jobs=args.jobs, quick=args.quick)
     return 0
 
 
@@ -266,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "pre-train baseline and Ego-Exo students, fine-tune them (and a scratch model) on the ego "
                        "clips, evaluate, and print a comparison. Rerunning resumes finished steps.",
                        epilog="examples:\n  pipeline demo --workdir demo-run\n"
-                       "  pipeline demo --workdir demo-full --seeds 3 --ablations   # every row, mean +- std over 3 seeds",
+                       "  pipeline demo --workdir demo-full --seeds 3 --ablations   # every row, mean +- std over 3 seeds\n"
+                       "  pipeline demo --workdir demo-run --jobs 1   # one stage at a time, with every core",
                        formatter_class=fmt)
     d.add_argument("--workdir", default="demo-run", help="folder for everything the demo writes (default: demo-run)")
     d.add_argument("--seed", type=int, default=0, help="world and training seed (default: 0)")
@@ -274,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, default=1, help="students per row, seeds SEED, SEED+1, ... (default: 1)")
     d.add_argument("--ablations", action="store_true",
                    help="also Ego-Exo* and the one-signal rows (Ego-Score, Object-Score, Interaction-Map only)")
+    d.add_argument("--jobs", type=int, default=2,
+                   help="teachers, students and fine-tunes run this many at a time, each in its own process with "
+                   "cores/JOBS threads and its log in WORKDIR/logs (default: 2; 1 runs them one after the other)")
+    d.add_argument("--quick", action="store_true",
+                   help="every stage on a world an eighth of the size, one epoch each: a few minutes, to check that "
+                   "everything runs (its numbers mean nothing); use its own --workdir")
     d.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="dataset utilities", description="Dataset utilities.")
@@ -348,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "{model_state, epoch} .pyth. Prints matched/missing/unexpected/shape-mismatched counts.",
                         epilog="examples:\n  pipeline convert-checkpoint Ego_Exo_SLOWFAST_8x8_R50.pyth --arch slowfast_r50 --out egoexo_r50.pt\n"
                         "  pipeline convert-checkpoint SLOWFAST_8x8_R50.pkl --arch slowfast_r50 --out SLOWFAST_8x8_R50.pyth --to pyslowfast\n"
-                        "  pipeline convert-checkpoint demo-run/students/egoexo/checkpoint.pt --out egoexo.pyth --to pyslowfast",
+                        "  pipeline convert-checkpoint demo-run/students/egoexo-s0/checkpoint.pt --out egoexo.pyth --to pyslowfast",
                         formatter_class=fmt)
     cc.add_argument("checkpoint", metavar="IN", help="checkpoint to read: .pt / .pyth / .pkl")
     cc.add_argument("--arch", help="student backbone (see 'pipeline student list'; default: the one whose shapes match)")

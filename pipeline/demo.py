@@ -1,8 +1,8 @@
 """``pipeline demo``: the paper's experiment in miniature, every stage through its real config.
 
-Each stage's config is written to ``WORKDIR/configs/<stage>[.<variant>].yaml`` first
-and then run exactly as ``pipeline run <stage> --config`` would, so any step can be
-rerun by hand. The world, the teachers and the signals stores are made once; every row
+Each stage's config is written to ``WORKDIR/configs/<stage>[.<variant>].yaml`` first; the
+teachers, students, fine-tunes and evaluations then run as ``pipeline run <stage> --config``
+processes, ``--jobs`` at a time (``pipeline.parallel``), so any step can be rerun by hand. The world, the teachers and the signals stores are made once; every row
 of the table (scratch, the exo baseline, Ego-Exo, and with ``--ablations`` Ego-Exo* and
 the one-signal variants) is pre-trained, fine-tuned and evaluated once per seed. Numbers
 are reported as they come out, with their spread over seeds.
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import dump_config
+from pipeline.errors import PipelineError
 
 # Demo-sized settings (2-core CPU). Measured, not tuned toward a result.
 PRETRAIN_EPOCHS = 30
@@ -31,6 +32,10 @@ TEACHER_EPOCHS = {"ego.epochs": 6, "object.epochs": 4, "handobj.epochs": 7}
 # The Kinetics-like clips are decoded once into a frame cache at the top of slow_tiny's train
 # jitter (73-91): pre-training reads each clip 30 times.
 FRAME_CACHE_SHORT_SIDE = 91
+# ``--quick``: every stage on a world an eighth of the size, one epoch each (minutes; a check
+# that everything runs, not an experiment: its numbers mean nothing).
+QUICK = {"world_scale": 0.12, "pretrain_epochs": 1, "finetune_epochs": 1,
+         "teacher_epochs": {"ego.epochs": 1, "object.epochs": 1, "handobj.epochs": 1, "handobj.frame_stride": 4}}
 NO_DISTILLATION = {"loss.ego": 0.0, "loss.object": 0.0, "loss.hand_map": 0.0, "loss.object_map": 0.0}
 
 # Pre-training variants: the release's baseline (cross-entropy alone at weight 1, dropout 0.5)
@@ -60,16 +65,18 @@ ROW_NAMES = {"scratch": "scratch (no pre-training)", "baseline": "exo-pretrained
              "maps_only": "Interaction-Map only"}
 
 
-def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 1, ablations: bool = False) -> dict:
+def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 1, ablations: bool = False,
+             jobs: int = 2, quick: bool = False) -> dict:
     """The whole pipeline on the synthetic world; ``seeds`` students per row (seeds ``seed``,
-    ``seed + 1``, ...), the ablation rows with ``ablations``. Returns the summary it writes."""
+    ``seed + 1``, ...), the ablation rows with ``ablations``. Teachers, students and fine-tunes run
+    ``jobs`` at a time, each as ``pipeline run STAGE --config`` in its own process (logs in
+    ``WORKDIR/logs``). ``quick``: the tiny world and one epoch of everything (``QUICK``).
+    Returns the summary it writes."""
     from data_manifests.demo_world import make_demo
     from pipeline.io.frame_cache import cache_manifest
+    from pipeline.parallel import Command, run_chains
     from pipeline.stages import load_stage_config
-    from pipeline.stages.evaluate import run_evaluate
     from pipeline.stages.extract import run_extract
-    from pipeline.stages.train import run_train
-    from pipeline.stages.train_teachers import run_train_teachers
 
     wd = Path(workdir).resolve()
     configs = wd / "configs"
@@ -77,24 +84,44 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
     t_all = time.time()
     rows = list(ROWS) if ablations else list(DEFAULT_ROWS)
     seed_list = list(range(seed, seed + seeds))
+    pretrain_epochs, finetune_epochs, teacher_epochs, scale = (
+        (QUICK["pretrain_epochs"], QUICK["finetune_epochs"], QUICK["teacher_epochs"], QUICK["world_scale"]) if quick
+        else (PRETRAIN_EPOCHS, FINETUNE_EPOCHS, TEACHER_EPOCHS, 1.0))
+    reused: list[str] = []  # steps finished by an earlier run: their time here is a resume's, not a training's
+
+    def reuses(label: str, done: Path) -> None:
+        if done.exists():
+            reused.append(label)
 
     def step(name: str):
         print(f"\n== {name} ==", flush=True)
         return time.time()
 
+    def config_path(stage: str, variant: str | None) -> Path:
+        return configs / (f"{stage}.{variant}.yaml" if variant else f"{stage}.yaml")
+
     def stage_config(stage: str, variant: str | None, values: dict):
-        path = configs / (f"{stage}.{variant}.yaml" if variant else f"{stage}.yaml")
+        path = config_path(stage, variant)
         flat = [f"{k}={json.dumps(v)}" for k, v in values.items()]
         cfg = load_stage_config(stage, None, flat, {})
         dump_config(cfg, path)
         return cfg
 
-    t = step("1/6 make the synthetic world")
+    t = step("1/5 make the synthetic world")
     world = wd / "world"
     if not (world / "demo_world.json").exists():
-        make_demo(world, seed=seed)
+        try:
+            make_demo(world, seed=seed, scale=scale)
+        except FileExistsError as e:  # an interrupted world of another seed or size
+            raise PipelineError(f"{e}; or give the demo another --workdir") from None
     else:
+        made = json.loads((world / "demo_world.json").read_text())
+        if made.get("scale") != scale:
+            raise PipelineError(f"{wd} holds the demo world of {'--quick' if made.get('scale') != 1.0 else 'the full demo'}"
+                                f" (scale {made.get('scale')}); give {'--quick' if quick else 'the full demo'} "
+                                "its own --workdir")
         print(f"world exists at {world}; reusing it")
+        reused.append("make_world")
     kin_csv = world / "kinetics" / "kinetics_demo.csv"
     kin_videos = world / "kinetics" / "videos"
     frame_cache = wd / "kinetics-frames.h5"
@@ -108,24 +135,58 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
     kin_classes = str(world / "kinetics" / "classes.txt")
     ego_classes = str(world / "charades_ego" / "Charades_v1_classes.txt")
     views = {"temporal_views": 3, "spatial_crops": 3}  # the release tests 10 x 3; 3 x 3 keeps the demo short
+    store = wd / "signals" / "kinetics.zarr"
+    ego_store = wd / "signals" / "charades_ego_train.zarr"
 
-    t = step("2/6 train the teachers (ego/exo, object, hand-object)")
-    tcfg = stage_config("train-teachers", None, {
-        "manifest": str(ego_train_csv), "test_manifest": str(ego_test_csv), "video_root": str(ego_videos),
-        "ground_truth": str(world / "ground_truth"), "out": str(wd / "teachers"), "seed": seed, **TEACHER_EPOCHS,
-    })
-    teachers = run_train_teachers(tcfg)
+    def finetune_chain(row: str, s: int) -> list[Command]:
+        """Fine-tune ``row``'s seed-``s`` student on the first-person clips, then evaluate it."""
+        start, star = ROWS[row]
+        name = f"{row}-s{s}"
+        values = {"manifest": str(ego_train_csv), "classes": ego_classes, "video_root": str(ego_videos),
+                  "out": str(wd / "finetuned" / name), "optim.epochs": finetune_epochs, "optim.seed": s,
+                  "data.view": "ego", "data.split": None, **DEMO_OPTIM}
+        if start:
+            values["init"] = str(wd / "students" / f"{start}-s{s}" / "checkpoint.pt")
+        if star:
+            values.update({"signals": str(ego_store), "loss.hand_map": 0.1, "loss.object_map": 0.1})
+        stage_config("finetune", name, values)
+        stage_config("evaluate", name, {
+            "checkpoint": str(wd / "finetuned" / name / "checkpoint.pt"), "manifest": str(ego_test_csv),
+            "classes": ego_classes, "video_root": str(ego_videos), "out": str(wd / "metrics" / f"{name}.json"),
+            "view": "ego", **views,
+        })
+        reuses(f"finetune.{name}", wd / "finetuned" / name / "checkpoint.pt")
+        return [Command.stage(f"finetune.{name}", "finetune", config_path("finetune", name)),
+                Command.stage(f"evaluate.{name}", "evaluate", config_path("evaluate", name))]
+
+
+    t = step(f"2/5 train the teachers (ego/exo, object, hand-object) and fine-tune the scratch row, {jobs} at a time")
+    kinds = ("handobj", "ego", "object")  # the longest first
+    chains = []
+    for kind in kinds:  # each teacher in its own process and folder
+        stage_config("train-teachers", kind, {
+            "manifest": str(ego_train_csv), "test_manifest": str(ego_test_csv), "video_root": str(ego_videos),
+            "ground_truth": str(world / "ground_truth"), "out": str(wd / "teachers" / kind), "teachers": [kind],
+            "seed": seed, **teacher_epochs,
+        })
+        reuses(f"train-teachers.{kind}", wd / "teachers" / kind / "teachers.json")
+        chains.append([Command.stage(f"train-teachers.{kind}", "train-teachers", config_path("train-teachers", kind))])
+    scratch = [r for r in rows if ROWS[r][0] is None]  # fine-tuned from scratch: no teacher needed
+    chains += [finetune_chain(row, s) for s in seed_list for row in scratch]
+    step_seconds = run_chains(chains, jobs, wd / "logs", desc="teachers, scratch fine-tunes")
+    teachers = {"weights": {}, "metrics": {}}
+    for kind in kinds:
+        done = json.loads((wd / "teachers" / kind / "teachers.json").read_text())
+        teachers["weights"][kind], teachers["metrics"][kind] = done["weights"][kind], done["metrics"][kind]
     timings["train_teachers"] = time.time() - t
 
-    t = step("3/6 extract teacher signals (Ray): the Kinetics-like set" + (", the ego training set" if "egoexo_star" in rows else ""))
-    store = wd / "signals" / "kinetics.zarr"
+    t = step("3/5 extract teacher signals (Ray): the Kinetics-like set" + (", the ego training set" if "egoexo_star" in rows else ""))
     extract = run_extract(stage_config("extract-teachers", None, {
         "manifest": str(kin_csv), "classes": kin_classes, "video_root": str(kin_videos), "out": str(store),
         "workers": workers, "teachers.ego": teachers["weights"]["ego"], "teachers.object": teachers["weights"]["object"],
         "teachers.handobj": teachers["weights"]["handobj"], "shard_rows": 16,
     }))
     print(f"store {store}: {extract.ok} ok, {extract.failed} failed")
-    ego_store = wd / "signals" / "charades_ego_train.zarr"
     if "egoexo_star" in rows:  # Ego-Exo*: hand-object detections over the first-person training videos
         run_extract(stage_config("extract-teachers", "ego", {
             "manifest": str(ego_train_csv), "classes": ego_classes, "video_root": str(ego_videos), "out": str(ego_store),
@@ -133,62 +194,51 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
         }))
     timings["extract_teachers"] = time.time() - t
 
-    t = step(f"4/6 pre-train students on third-person clips ({len(seed_list)} seed(s))")
+    t = step(f"4/5 pre-train students on third-person clips ({len(seed_list)} seed(s)), check them on held-out clips, "
+             f"fine-tune them on the first-person clips and evaluate, {jobs} at a time")
     variants = sorted({ROWS[r][0] for r in rows if ROWS[r][0]}, key=list(PRETRAIN).index)
-    students, pretrain_val = {}, {v: {} for v in variants}
     common = {"manifest": str(kin_csv), "classes": kin_classes, "video_root": str(kin_videos),
-              "optim.epochs": PRETRAIN_EPOCHS, "data.split": "train", "signals": str(store),
+              "optim.epochs": pretrain_epochs, "data.split": "train", "signals": str(store),
               "data.frame_cache": str(frame_cache), **DEMO_OPTIM}
+    chains = []
     for s in seed_list:
         for variant in variants:
             name = f"{variant}-s{s}"
-            cfg = stage_config("train-student", name, {**common, **PRETRAIN[variant], "optim.seed": s,
-                                                       "out": str(wd / "students" / name)})
-            print(f"-- {name}")
-            students[name] = run_train(cfg, "train-student")
+            stage_config("train-student", name, {**common, **PRETRAIN[variant], "optim.seed": s,
+                                                 "out": str(wd / "students" / name)})
             # The pre-training task itself, on held-out third-person clips.
-            m = run_evaluate(stage_config("evaluate", f"pretrain-{name}", {
-                "checkpoint": students[name]["checkpoint"], "manifest": str(kin_csv), "classes": kin_classes,
-                "video_root": str(kin_videos), "out": str(wd / "metrics" / f"pretrain-{name}.json"), "split": "val",
-                "frame_cache": str(frame_cache), **views,
-            }))
-            pretrain_val[variant][str(s)], pretrain_chance = m["top1"], m["chance_top1"]
-    timings["train_student"] = time.time() - t
+            stage_config("evaluate", f"pretrain-{name}", {
+                "checkpoint": str(wd / "students" / name / "checkpoint.pt"), "manifest": str(kin_csv),
+                "classes": kin_classes, "video_root": str(kin_videos), "out": str(wd / "metrics" / f"pretrain-{name}.json"),
+                "split": "val", "frame_cache": str(frame_cache), **views,
+            })
+            reuses(f"train-student.{name}", wd / "students" / name / "checkpoint.pt")
+            chain = [Command.stage(f"train-student.{name}", "train-student", config_path("train-student", name)),
+                     Command.stage(f"evaluate.pretrain-{name}", "evaluate", config_path("evaluate", f"pretrain-{name}"))]
+            for row in rows:
+                if ROWS[row][0] == variant:
+                    chain += finetune_chain(row, s)
+            chains.append(chain)
+    step_seconds.update(run_chains(chains, jobs, wd / "logs", desc="students"))
+    timings["students"] = time.time() - t
 
-    t = step("5/6 fine-tune on the first-person (ego) clips: " + ", ".join(rows))
-    finetuned = {}
+    t = step("5/5 collect the results")
+    pretrain_val = {v: {} for v in variants}
     for s in seed_list:
-        for row in rows:
-            start, star = ROWS[row]
-            name = f"{row}-s{s}"
-            values = {"manifest": str(ego_train_csv), "classes": ego_classes, "video_root": str(ego_videos),
-                      "out": str(wd / "finetuned" / name), "optim.epochs": FINETUNE_EPOCHS, "optim.seed": s,
-                      "data.view": "ego", "data.split": None, **DEMO_OPTIM}
-            if start:
-                values["init"] = students[f"{start}-s{s}"]["checkpoint"]
-            if star:
-                values.update({"signals": str(ego_store), "loss.hand_map": 0.1, "loss.object_map": 0.1})
-            print(f"-- {name}")
-            finetuned[name] = run_train(stage_config("finetune", name, values), "finetune")
-    timings["finetune"] = time.time() - t
-
-    t = step("6/6 evaluate on held-out first-person clips")
+        for variant in variants:
+            m = json.loads((wd / "metrics" / f"pretrain-{variant}-s{s}.json").read_text())
+            pretrain_val[variant][str(s)], pretrain_chance = m["top1"], m["chance_top1"]
     results, runs = {row: {} for row in rows}, {}
     for s in seed_list:
         for row in rows:
             name = f"{row}-s{s}"
             metrics_path = wd / "metrics" / f"{name}.json"
-            m = run_evaluate(stage_config("evaluate", name, {
-                "checkpoint": finetuned[name]["checkpoint"], "manifest": str(ego_test_csv), "classes": ego_classes,
-                "video_root": str(ego_videos), "out": str(metrics_path), "view": "ego", **views,
-            }))
-            results[row][str(s)] = m["mAP"]
+            m = json.loads(metrics_path.read_text())
+            results[row][str(s)], chance = m["mAP"], m["chance_mAP"]
             start = ROWS[row][0]
             runs[f"{row}/seed{s}"] = {
                 "pretrain": str(Path("students") / f"{start}-s{s}") if start else None,
                 "finetune": str(Path("finetuned") / name), "metrics": str(metrics_path.relative_to(wd))}
-            chance = m["chance_mAP"]
-    timings["evaluate"] = time.time() - t
     timings["total"] = time.time() - t_all
 
     summary = {
@@ -205,6 +255,10 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
         "signals_store": str(store.relative_to(wd)),
         "video_root": str(kin_videos.relative_to(wd)),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "jobs": jobs,
+        "quick": quick,
+        "step_seconds": step_seconds,
+        "reused": reused,
     }
     (wd / "demo-summary.json").write_text(json.dumps(summary, indent=1))
     print_table(summary)
@@ -220,7 +274,8 @@ def print_table(summary: dict) -> None:
     from pipeline.stats import compare_rows
 
     seeds = len(summary["seeds"])
-    print("\nEgo-Exo demo results (synthetic world; " + summary["ego_task"] + f"; {seeds} seed(s))")
+    quick = "; --quick: one epoch on a tiny world, numbers mean nothing" if summary.get("quick") else ""
+    print("\nEgo-Exo demo results (synthetic world; " + summary["ego_task"] + f"; {seeds} seed(s){quick})")
     print(f"{'model':<28}{'ego mAP':>9}{'std':>7}   vs baseline: paired difference [95 % interval over seeds]")
     for r in compare_rows(summary["rows"], summary["baseline_row"]):
         std = f"{100 * r.std:7.2f}" if r.n > 1 else f"{'-':>7}"

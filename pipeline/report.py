@@ -434,9 +434,18 @@ def timing_section(runs: list[Run]) -> str:
     stages = list(dict.fromkeys(k for r in runs for k in (r.summary.get("seconds") or {})))
     if not stages:
         return ""
-    rows = [[s, *[_seconds(r.summary["seconds"].get(s)) for r in runs]] for s in stages]
-    return "## Time of each stage (seconds)\n\n" + md_table(["stage", *[r.dir.name for r in runs]], rows)
+    rows = [[s, *[_seconds(r.summary["seconds"].get(s), s in r.summary.get("reused", ())) for r in runs]] for s in stages]
+    text = "## Time of each stage (seconds)\n\n" + md_table(["stage", *[r.dir.name for r in runs]], rows)
+    steps = list(dict.fromkeys(k for r in runs for k in (r.summary.get("step_seconds") or {})))
+    if steps:
+        jobs = sorted({str(r.summary.get("jobs", 1)) for r in runs})
+        rows = [[s, *[_seconds((r.summary.get("step_seconds") or {}).get(s), s in r.summary.get("reused", ()))
+                      for r in runs]] for s in steps]
+        text += (f"\n\nEach run of a stage ({' / '.join(jobs)} at a time, each in its own process; "
+                 "'reused': finished by an earlier run, so the time is that of resuming it):\n\n"
+                 + md_table(["run", *[r.dir.name for r in runs]], rows))
+    return text
 
 
-def _seconds(v) -> str:
-    return "-" if v is None else f"{v:.0f}"
+def _seconds(v, reused: bool = False) -> str:
+    return "-" if v is None else f"{v:.0f}" + (" (reused)" if reused else "")

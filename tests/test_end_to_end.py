@@ -1,6 +1,7 @@
 """Stage 1 and 2 for real on a tiny world: a Ray run into a zarr store, then students from it."""
 import json
 import shutil
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -60,6 +61,22 @@ def test_trained_teachers_beat_chance_on_held_out_clips(teachers):
     assert 0.0 <= m["handobj"]["hand_ap50"] <= 1.0
 
 
+def test_teacher_training_writes_tensorboard_events(teachers):
+    """Each teacher's loss after every step, and its held-out metrics at the last step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for kind, path in teachers["weights"].items():
+        events = EventAccumulator(str(Path(path).parent / "tb" / kind))
+        events.Reload()
+        loss = events.Scalars("train/loss")
+        steps = [e.step for e in loss]
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
+        assert all(np.isfinite(e.value) and e.value >= 0 for e in loss)
+        for metric, value in teachers["metrics"][kind].items():
+            logged, = events.Scalars(f"held_out/{metric}")
+            assert logged.step == steps[-1] and logged.value == pytest.approx(value, abs=1e-4, nan_ok=True)
+
+
 def test_store_shapes_dtypes_and_values(store, tiny_world):
     path, result, _ = store
     s = open_store(path)
@@ -117,8 +134,10 @@ def test_a_rerun_retries_rows_whose_video_arrived_and_reports_progress(store, ti
     assert [x["done"] for x in lines] == sorted(x["done"] for x in lines)
     report = json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text())
     assert (report["rows"], report["done"], report["missing"], report["pending"]) == (first.rows, first.rows - 1, 1, 0)
-    assert report["failed_by_reason"] == {MISSING: 1} and report["clips_computed"] == first.rows
+    # the missing video's row is marked, not decoded: it is not a computed clip
+    assert report["failed_by_reason"] == {MISSING: 1} and report["clips_computed"] == first.rows - 1
     assert report["clips_per_s"] > 0 and 0 < report["teachers_busy_fraction"] <= 1 and report["gpu_hours"] == 0
+    assert (report["gpu_hours_total"], report["runs"]) == (0, 1)
     before = {name: np.asarray(s.array(name)[:]) for name in ["frame_time", *s.output_names]}
 
     (tmp_path / late.name).rename(late)  # the download completed
@@ -128,6 +147,7 @@ def test_a_rerun_retries_rows_whose_video_arrived_and_reports_progress(store, ti
     report = json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text())
     assert (report["done"], report["clips_computed"], report["skipped_shards"]) == (second.rows, 1,
                                                                                   len(s.shards()) - 1)
+    assert report["runs"] == 2
     run_extract(cfg)  # nothing left to compute: the report of the run that computed stays
     assert "was already done; extract-report.json keeps the last computing run's figures" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.zarr" / "extract-report.json").read_text()) == report

@@ -141,9 +141,10 @@ def test_half_precision_outputs_come_back_as_float32(teacher_files):
     np.testing.assert_allclose(half, full, atol=0.05 * np.abs(full).max() + 1e-3)
 
 
-def _held_during_the_run(teacher_files, root, rows: int, monkeypatch) -> int:
+def _held_during_the_run(teacher_files, root, rows: int, monkeypatch, shards: str | None = "0:1") -> dict:
     """Bytes that ``run_extract`` holds (tracemalloc) while its shards would run, for a
-    Kinetics manifest of ``rows`` rows and one shard computed (Ray replaced by a stub)."""
+    Kinetics manifest of ``rows`` rows in nested folders, over ``shards`` (Ray replaced by a stub
+    that takes every job, as the actors would, and checks it against the manifest)."""
     import gc
     import tracemalloc
 
@@ -151,24 +152,39 @@ def _held_during_the_run(teacher_files, root, rows: int, monkeypatch) -> int:
     from data_manifests.table import ClipTable
 
     videos = root / "videos"
-    videos.mkdir(parents=True)
+    for split in ("train", "val"):
+        (videos / split).mkdir(parents=True)
     lines = ["label,youtube_id,time_start,time_end,split"]
     for i in range(rows):
-        lines.append(f"a,rep{i:08d},0,2,train")
-        (videos / f"rep{i:08d}_000000_000002.mp4").touch()
+        split = ("train", "val")[i % 2]
+        lines.append(f"a,rep{i:08d},{i},{i + 2},{split}")
+        if i != 5:  # one video not downloaded
+            (videos / split / f"rep{i:08d}_{i:06d}_{i + 2:06d}.mp4").touch()
     (root / "manifest.csv").write_text("\n".join(lines) + "\n")
     (root / "classes.txt").write_text("a\n")
     held = {}
 
     def run_on_ray(cfg, paths, store_path, jobs):
         gc.collect()
-        held["bytes"] = tracemalloc.get_traced_memory()[0] - held["start"]
         held["tables"] = sum(type(o) is ClipTable for o in gc.get_objects())
+        taken = 0
+        for a, b, clips, todo in jobs:  # each job built as an actor takes it, then dropped
+            assert len(clips) == b - a and todo == list(range(b - a))
+            for i, (path, start, end, rate) in zip(range(a, b), clips):
+                split = ("train", "val")[i % 2]
+                expected = None if i == 5 else str(videos / split / f"rep{i:08d}_{i:06d}_{i + 2:06d}.mp4")
+                assert (path, start, end, rate) == (expected, 0.0, 2.0, None)  # trimmed clips: 0 to 2 s in the file
+            taken += len(todo)
+        assert taken == jobs.rows
+        gc.collect()
+        held["bytes"] = tracemalloc.get_traced_memory()[0] - held["start"]
+        held["jobs"] = len(jobs)
         return {}
 
     monkeypatch.setattr(extract, "_run_on_ray", run_on_ray)
     cfg = ExtractConfig(manifest=str(root / "manifest.csv"), manifest_format="kinetics", classes=str(root / "classes.txt"),
-                        video_root=str(videos), out=str(root / "s.zarr"), shard_rows=16, shards="0:1",
+                        video_root=str(videos), out=str(root / "s.zarr"), shard_rows=16, shards=shards,
+                        max_missing_fraction=1.0,
                         teachers=extract.TeacherWeights(**{k: str(p) for k, p in teacher_files.items()}))
     gc.collect()
     tracemalloc.start()
@@ -188,3 +204,39 @@ def test_the_driver_holds_no_per_row_state_of_the_manifest_while_shards_run(teac
     # What stays per row is its status, error and a few flags: 24 B here; with the table kept, 694.
     per_row = (large["bytes"] - small["bytes"]) / (4000 - 32)
     assert per_row < 100, f"{per_row:.0f} B per manifest row held while the shards run"
+
+
+def test_a_whole_manifest_run_builds_each_shards_job_when_it_is_taken(teacher_files, tmp_path, monkeypatch):
+    """Every shard pending: the driver keeps a compact row (path bytes, start, end, rate), not the
+    table nor 250 B of built job per row."""
+    _held_during_the_run(teacher_files, tmp_path / "warm", 32, monkeypatch, shards=None)
+    small = _held_during_the_run(teacher_files, tmp_path / "small", 32, monkeypatch, shards=None)
+    large = _held_during_the_run(teacher_files, tmp_path / "large", 4000, monkeypatch, shards=None)
+    assert (small["jobs"], large["jobs"]) == (2, 250) and small["tables"] == large["tables"] == 0
+    per_row = (large["bytes"] - small["bytes"]) / (4000 - 32)
+    assert per_row < 100, f"{per_row:.0f} B per manifest row held while the shards run"
+
+
+def test_gpu_hours_add_up_over_the_runs_that_resume_an_extraction(tmp_path):
+    """Each computing run reports its own GPU-hours and the total of every run behind the store's report."""
+    import json
+
+    from pipeline.stages.extract import ExtractResult, _write_report
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    result = ExtractResult(store, 100, 60, 0, 0, 0, {})
+    # 4 actors of 1 GPU for 45 min: 3 GPU-hours; then 2 actors of 0.5 GPU for 1.5 h: 1.5 GPU-hours
+    _write_report(store, result, (0, 10), 10, 40, 2700.0, 60, {"wall_s": 2700.0, "workers": 4, "gpus": 1.0})
+    first = json.loads((store / "extract-report.json").read_text())
+    assert (first["gpu_hours"], first["gpu_hours_total"], first["runs"]) == (3.0, 3.0, 1)
+    _write_report(store, result, (0, 10), 10, 0, 5400.0, 40, {"wall_s": 5400.0, "workers": 2, "gpus": 0.5})
+    second = json.loads((store / "extract-report.json").read_text())
+    assert (second["gpu_hours"], second["gpu_hours_total"], second["runs"]) == (1.5, 4.5, 2)
+    assert second["clips_per_s"] == round(40 / 5400.0, 3)
+    # a --shards run keeps its own report and total
+    _write_report(store, result, (2, 4), 10, 0, 3600.0, 20, {"wall_s": 3600.0, "workers": 1, "gpus": 1.0})
+    assert json.loads((store / "extract-report.shards-2-4.json").read_text())["gpu_hours_total"] == 1.0
+    # a rerun that submitted nothing keeps the figures of the last run that did
+    _write_report(store, result, (0, 10), 10, 0, 1.0, 0, {})
+    assert json.loads((store / "extract-report.json").read_text()) == second

@@ -58,6 +58,8 @@ def make_run(run, seeds, with_outputs=True):
         "teachers": {"ego": {"accuracy": 0.95, "chance": 0.5}, "handobj": {"hand_ap50": 0.81}},
         "signals_store": "../signals.zarr", "video_root": "../videos",
         "seconds": {"make_world": 11.2, "train_teachers": 119.0, "total": 130.2},
+        "jobs": 2, "step_seconds": {"train-teachers.ego": 41.6, "finetune.scratch-s0": 3.4},
+        "reused": ["finetune.scratch-s0"] if with_outputs else [],
     })
     return run
 
@@ -82,6 +84,9 @@ def test_report_pools_seeds_and_says_how_each_row_compares(runs, tmp_path):
     assert "`scratch` scores above `baseline` beyond seed noise" in md
     assert "Chance: 25.00." in md
     assert "| make_world | 11 | 11 |" in md and "| train_teachers | 119 | 119 |" in md  # stage times per run
+    # each command's time, a reused (resumed) one marked as such
+    assert "| train-teachers.ego | 42 | 42 |" in md and "| finetune.scratch-s0 | 3 (reused) | 3 |" in md
+    assert "2 at a time" in md
     assert "| handobj | hand_ap50 | 0.81 | 0.81 |" in md
     # run-b's training outputs are missing: listed, not fatal
     assert any("run-b/finetuned/egoexo-s2/history.json" in m for m in done["missing"])

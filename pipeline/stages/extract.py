@@ -393,6 +393,44 @@ def rows_to_compute(status: np.ndarray, errors: np.ndarray, present: np.ndarray,
     return redo
 
 
+class ShardJobs:
+    """The shards a run computes, each job ``(start, stop, clips, rows)`` built when it is taken.
+
+    Per manifest row it keeps the video path after the rows' common folder as bytes and the
+    clip's start, end and frame rate as float64 (about 60 B a Kinetics row), instead of the
+    manifest's table (about 0.7 KB a row) or every job built ahead (about 250 B a row).
+    """
+
+    def __init__(self, shards: list[tuple[int, int]], redo: np.ndarray, lo: int, paths: list[str | None],
+                 times: list[tuple[float, float | None, float | None]]):
+        self.lo = lo
+        self.shards = [(a, b) for a, b in shards if redo[a:b].any()]
+        self.redo = redo[lo:lo + len(paths)].copy()
+        self.rows = int(sum(int(redo[a:b].sum()) for a, b in self.shards))
+        present = [p for p in paths if p is not None]
+        prefix = os.path.commonprefix([min(present), max(present)]) if present else ""
+        cut = prefix.rfind(os.sep) + 1  # the common folder, up to and with its last separator
+        self.root = prefix[:cut]
+        self.paths = np.array([b"" if p is None else p[cut:].encode() for p in paths], dtype=bytes)
+        self.times = np.array([[np.nan if v is None else v for v in t] for t in times], np.float64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def clip(self, i: int) -> tuple[str | None, float, float | None, float | None]:
+        """(video path or None when missing, start, end, frame rate or None) of manifest row ``i``."""
+        j = i - self.lo
+        rel = self.paths[j]
+        start, end, rate = (float(v) for v in self.times[j])
+        return (self.root + rel.decode() if rel else None, start, None if math.isnan(end) else end,
+                None if math.isnan(rate) else rate)
+
+    def __iter__(self):
+        for a, b in self.shards:
+            rows = np.flatnonzero(self.redo[a - self.lo:b - self.lo])
+            yield a, b, [self.clip(i) for i in range(a, b)], rows.tolist()
+
+
 def run_extract(cfg: ExtractConfig) -> ExtractResult:
     """Run stage 1. Raises PipelineError (exit 1) when more than ``max_failed_fraction`` of the rows
     could not be decoded, or more than ``max_missing_fraction`` have no video on disk."""
@@ -447,24 +485,21 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
         if absent:
             print(f"extract-teachers: {absent} of {hi - lo} videos ({absent / (hi - lo):.1%}) are missing under "
                   f"{cfg.video_root}; their rows are marked failed ('pipeline data check' lists them)")
-        redo = rows_to_compute(store.status(), store.errors(), present, cfg.retry_failed)
-        jobs = []
-        for a, b in shards:
-            rows = np.flatnonzero(redo[a:b])
-            if len(rows):
-                clips = [(str(resolved[i - lo]) if resolved[i - lo] else None, table[i].start, table[i].end,
-                          clip_frame_rate(table, table[i], resolved[i - lo]) if resolved[i - lo] else None)
-                         for i in range(a, b)]
-                jobs.append((a, b, clips, rows.tolist()))
-        retried = int(((store.status() == FAILED) & redo)[lo:hi].sum())
+        status_before = store.status()
+        redo = rows_to_compute(status_before, store.errors(), present, cfg.retry_failed)
+        # What the shards need from the manifest, compactly: the table (about 0.7 KB a row, 170 MB
+        # for Kinetics-400) goes before Ray starts, and each shard's job is built when submitted.
+        jobs = ShardJobs(shards, redo, lo, [None if p is None else str(p) for p in resolved],
+                         [(table[i].start, table[i].end, clip_frame_rate(table, table[i], resolved[i - lo])
+                           if resolved[i - lo] else None) for i in range(lo, hi)])
+        del table, resolved
+        computed = int((redo & present)[lo:hi].sum())  # rows whose video is missing are marked, not decoded
+        retried = int(((status_before == FAILED) & redo)[lo:hi].sum())
+        del status_before
         if retried:
             print(f"extract-teachers: retrying {retried} rows that failed before (their videos are on disk now)")
         skipped = len(shards) - len(jobs)
-        # The jobs carry what the shards need; the manifest's rows (about 0.7 KB each as a
-        # table, 170 MB for Kinetics-400) go before Ray starts. The jobs themselves still hold
-        # each pending row (about 250 B): building them per shard at submission is not done yet.
-        del table, resolved
-        timing = _run_on_ray(cfg, paths, store_path, jobs) if jobs else {}
+        timing = _run_on_ray(cfg, paths, store_path, jobs) if len(jobs) else {}
 
     status = store.status()[lo:hi]
     errors = store.errors()[lo:hi]
@@ -472,7 +507,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
     failed, missing = int((status == FAILED).sum()), reasons.get(MISSING, 0)
     result = ExtractResult(store_path, len(status), int((status == OK).sum()), failed, missing, skipped, dict(reasons))
     _write_report(store_path, result, (first, last), len(all_shards), int((status == PENDING).sum()),
-                  time.time() - t_start, sum(len(job[3]) for job in jobs), timing)
+                  time.time() - t_start, computed, timing)
     undecodable = failed - missing
     keep = f"The store at {store_path} keeps every completed row; fix the inputs and rerun to fill the rest."
     if undecodable / result.rows > cfg.max_failed_fraction:
@@ -492,10 +527,21 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 def _write_report(store_path: Path | str, result: ExtractResult, shards: tuple[int, int], total: int, pending: int,
                   wall_s: float, computed: int, timing: dict) -> None:
     """``extract-report.json`` in the store (``extract-report.shards-A-B.json`` for a ``--shards`` run),
-    unless this run computed nothing and a report is already there."""
+    unless this run submitted nothing (``timing`` empty) and a report is already there."""
     import json
 
+    from pipeline.io.store import read_store_file, write_store_file
+
+    name = "extract-report.json" if shards == (0, total) else f"extract-report.shards-{shards[0]}-{shards[1]}.json"
+    previous = read_store_file(store_path, name)
+    if not timing and previous is not None:
+        # A rerun with nothing left to compute keeps the figures of the run that computed.
+        print(f"extract-teachers: every row of shards {shards[0]}:{shards[1]} was already done; {name} "
+              "keeps the last computing run's figures")
+        return
+    previous = json.loads(previous) if previous is not None else {}
     workers = timing.get("workers", 0)
+    gpu_hours = timing.get("gpus", 0.0) * workers * timing.get("wall_s", 0.0) / 3600
     busy = timing.get("teacher_s", 0.0) / (timing["wall_s"] * workers) if workers and timing.get("wall_s") else None
     report = {
         "rows": result.rows, "done": result.ok, "failed": result.failed - result.missing, "missing": result.missing,
@@ -504,16 +550,11 @@ def _write_report(store_path: Path | str, result: ExtractResult, shards: tuple[i
         "clips_per_s": round(computed / timing["wall_s"], 3) if timing.get("wall_s") else None,
         "teachers_busy_fraction": None if busy is None else round(busy, 4),
         "workers": workers, "devices": timing.get("devices", {}),
-        "gpu_hours": round(timing.get("gpus", 0.0) * workers * timing.get("wall_s", 0.0) / 3600, 4),
+        "gpu_hours": round(gpu_hours, 4),
+        # this run's and every earlier run's that wrote this report (a resumed extraction)
+        "gpu_hours_total": round(previous.get("gpu_hours_total", previous.get("gpu_hours", 0.0)) + gpu_hours, 4),
+        "runs": previous.get("runs", 1 if previous else 0) + 1,
     }
-    from pipeline.io.store import read_store_file, write_store_file
-
-    name = "extract-report.json" if shards == (0, total) else f"extract-report.shards-{shards[0]}-{shards[1]}.json"
-    if not computed and read_store_file(store_path, name) is not None:
-        # A rerun with nothing left to compute keeps the figures of the run that computed.
-        print(f"extract-teachers: every row of shards {shards[0]}:{shards[1]} was already done; {name} "
-              "keeps the last computing run's figures")
-        return
     write_store_file(store_path, name, json.dumps(report, indent=1) + "\n")
 
 
@@ -535,14 +576,14 @@ def _progress_line(done: int, total: int, failed: int, elapsed: float) -> str:
                        "eta_s": None if eta is None else round(eta, 1)})
 
 
-def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path | str, jobs: list) -> dict:
-    """Run the jobs on Ray actors; returns the run's timing: wall seconds, summed teacher
-    seconds, actors, GPUs per actor and the devices they found."""
+def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path | str, jobs: ShardJobs) -> dict:
+    """Run the jobs on Ray actors, one shard per actor at a time, each job built as an actor
+    takes it; returns the run's timing: wall seconds, summed teacher seconds, actors, GPUs per
+    actor and the devices they found."""
     import sys
     import time
 
     import ray
-    from ray.util import ActorPool
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -576,14 +617,25 @@ def _run_on_ray(cfg: ExtractConfig, paths: dict[str, str], store_path: Path | st
             raise
         devices = Counter(f"{p['device']} ({p['host']})" for p in placed)
         print("extract-teachers: workers on " + ", ".join(f"{n} x {d}" for d, n in devices.items()))
-        pool = ActorPool(actors)
-        total = sum(len(job[3]) for job in jobs)
+        total = jobs.rows
         done = failed = 0
         teacher_s = 0.0
         t_start = last_line = time.time()
+        pending, running = iter(jobs), {}
+
+        def submit(actor) -> None:
+            job = next(pending, None)
+            if job is not None:
+                running[actor.run_shard.remote(*job)] = actor
+
         with progress(total=total, desc="extract-teachers", unit="clip") as bar:
             try:
-                for res in pool.map_unordered(lambda actor, job: actor.run_shard.remote(*job), jobs):
+                for actor in actors:
+                    submit(actor)
+                while running:
+                    (ref,), _ = ray.wait(list(running), num_returns=1)
+                    res = ray.get(ref)
+                    submit(running.pop(ref))
                     done += res["rows"]
                     failed += len(res["errors"])
                     teacher_s += res["teacher_s"]

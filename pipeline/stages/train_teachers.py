@@ -374,8 +374,20 @@ def _bar_callback(desc: str):
     return bar, update
 
 
+def _tensorboard(folder: Path):
+    """A fresh TensorBoard writer for one teacher's training (a teacher retrains from the start,
+    so events of an earlier, interrupted run are removed)."""
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return SummaryWriter(folder)
+
+
 def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
-    """Train the selected teachers; returns {"weights": {kind: path}, "metrics": {kind: held-out metrics}}."""
+    """Train the selected teachers; returns {"weights": {kind: path}, "metrics": {kind: held-out metrics}}.
+    Each writes TensorBoard events to ``out/tb/<kind>/``: its loss per step and its held-out metrics."""
     import torch
 
     from teachers.base import save_teacher
@@ -397,8 +409,18 @@ def run_train_teachers(cfg: TrainTeachersConfig) -> dict:
             weights[kind], metrics[kind] = str(path), previous["metrics"].get(kind, {})
             continue
         bar, cb = _bar_callback(f"train {kind} teacher")
-        t = TRAINERS[kind].train(job, getattr(cfg, kind), cb)
+        tb, steps = _tensorboard(out / "tb" / kind), [0]
+
+        def step(done: int, total: int, loss: float) -> None:
+            cb(done, total, loss)
+            tb.add_scalar("train/loss", loss, done)
+            steps[0] = done
+
+        t = TRAINERS[kind].train(job, getattr(cfg, kind), step)
         bar.close()
+        for name, value in t.metrics.items():
+            tb.add_scalar(f"held_out/{name}", float(value), steps[0])
+        tb.close()
         save_teacher(path, t.model, kind, t.arch, t.arch_kwargs, t.meta)
         weights[kind], metrics[kind] = str(path), {k: round(float(v), 4) for k, v in t.metrics.items()}
         print(f"train-teachers: {kind} -> {path}  held-out {metrics[kind]}")
