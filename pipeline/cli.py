@@ -512,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.parallel import die_with_parent
+
+    die_with_parent()  # a run the demo started stops when the demo does
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -107,19 +107,23 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
         dump_config(cfg, path)
         return cfg
 
-    t = step("1/5 make the synthetic world")
     world = wd / "world"
+    if (world / "demo_world.json").exists():  # checked before anything is written
+        made = json.loads((world / "demo_world.json").read_text())
+        if (made.get("seed"), made.get("scale")) != (seed, scale):
+            raise PipelineError(f"{wd} holds a demo world of seed {made.get('seed')}, scale {made.get('scale')}; this run "
+                                f"wants seed {seed}, scale {scale} ({'--quick' if quick else 'full size'}): give it "
+                                "its own --workdir")
+    if (wd / "teachers" / "teachers.json").exists():
+        raise PipelineError(f"{wd} was made by an earlier version of the demo (its teachers in one folder, not "
+                            "teachers/<kind>/); give the demo a new --workdir")
+    t = step("1/5 make the synthetic world")
     if not (world / "demo_world.json").exists():
         try:
             make_demo(world, seed=seed, scale=scale)
         except FileExistsError as e:  # an interrupted world of another seed or size
             raise PipelineError(f"{e}; or give the demo another --workdir") from None
     else:
-        made = json.loads((world / "demo_world.json").read_text())
-        if made.get("scale") != scale:
-            raise PipelineError(f"{wd} holds the demo world of {'--quick' if made.get('scale') != 1.0 else 'the full demo'}"
-                                f" (scale {made.get('scale')}); give {'--quick' if quick else 'the full demo'} "
-                                "its own --workdir")
         print(f"world exists at {world}; reusing it")
         reused.append("make_world")
     kin_csv = world / "kinetics" / "kinetics_demo.csv"

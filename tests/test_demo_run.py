@@ -79,6 +79,14 @@ def test_a_quick_demo_in_a_full_demos_workdir_is_one_error(tmp_path, capsys):
     world.mkdir()
     (world / "demo_world.json").write_text(json.dumps({"seed": 0, "scale": 1.0}))
     assert main(["demo", "--workdir", str(tmp_path), "--quick"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "seed 0, scale 0.12 (--quick): give it its own --workdir" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"] and out == ""  # nothing written or begun
+
+
+def test_a_workdir_of_the_previous_demo_layout_is_one_error(tmp_path, capsys):
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "teachers" / "teachers.json").write_text("{}")
+    assert main(["demo", "--workdir", str(tmp_path), "--quick"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "give --quick its own --workdir" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # nothing written
+    assert err.count("\n") == 1 and "earlier version of the demo" in err

@@ -240,3 +240,21 @@ def test_gpu_hours_add_up_over_the_runs_that_resume_an_extraction(tmp_path):
     # a rerun that submitted nothing keeps the figures of the last run that did
     _write_report(store, result, (0, 10), 10, 0, 1.0, 0, {})
     assert json.loads((store / "extract-report.json").read_text()) == second
+
+
+def test_shard_jobs_give_back_every_path_exactly():
+    """Paths come back as given (a file name that is not UTF-8 included), None where the video
+    is missing; open ends and frames folders' rates survive; only pending shards are jobs."""
+    from pipeline.stages.extract import ShardJobs
+
+    paths = ["/data/k400/train/a.mp4", None, "/data/k400/val/caf\udce9.mp4", "/data/k400/train/frames_dir",
+             "/data/k400/train/b.mp4", "/data/k400/train/c.mp4"]
+    times = [(0.0, 2.0, None), (0.0, 2.0, None), (1.5, None, None), (0.0, 4.0, 60.0), (0.0, 2.0, None), (0.0, 2.0, None)]
+    redo = np.array([False, False, True, True, True, True, False, False])  # rows 0-1 belong to another run
+    jobs = ShardJobs([(2, 4), (4, 6), (6, 8)], redo, 2, paths, times)
+    assert len(jobs) == 2 and jobs.rows == 4 and jobs.root == "/data/k400/"
+    got = list(jobs)
+    assert [(a, b, rows) for a, b, _, rows in got] == [(2, 4, [0, 1]), (4, 6, [0, 1])]
+    clips = [c for _, _, cs, _ in got for c in cs]  # rows 2-5: the first four given
+    assert clips == [(p, *t) for p, t in zip(paths[:4], times[:4])]
+    assert all(type(v) is float for c in clips for v in c[1:] if v is not None)

@@ -1,12 +1,19 @@
 """pipeline.parallel.run_chains: the demo's way of running stages side by side, through real processes."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.parallel import Command, run_chains, usable_cores
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def record(label: str, events, seconds: float = 0.3, code: int = 0) -> Command:
@@ -77,3 +84,54 @@ def test_a_failure_stops_the_others_and_names_its_log(tmp_path, capsys):
 
 def test_command_shell_is_what_a_user_types():
     assert Command.stage("x", "evaluate", "cfg.yaml").shell() == "pipeline run evaluate --config cfg.yaml"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie no one reaped has stopped too
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_or_killed_parent_leaves_no_run_behind(tmp_path, sig):
+    """SIGTERM to the demo stops its runs and exits 143; SIGKILL (or the OOM killer) leaves the
+    runs to the kernel, which sends them SIGTERM (PR_SET_PDEATHSIG)."""
+    pidfile = tmp_path / "child.pid"
+    child = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+             "from pipeline.parallel import die_with_parent\n"
+             "die_with_parent()\n"
+             f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)\n")
+    parent = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+              "from pipeline.errors import PipelineError\n"
+              "from pipeline.parallel import Command, run_chains\n"
+              "try:\n"
+              f"    run_chains([[Command('sleeper', ('-c', {child!r}))]], 1, {str(tmp_path / 'logs')!r})\n"
+              "except PipelineError as e:\n"
+              "    print(e, file=sys.stderr); sys.exit(e.exit_code)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    pid = int(pidfile.read_text())
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    deadline = time.time() + 20
+    while _alive(pid):
+        assert time.time() < deadline, "the run outlived the process that started it"
+        time.sleep(0.1)
+
+
+def test_a_rerun_appends_to_the_log(tmp_path):
+    events = tmp_path / "events.txt"
+    for _ in range(2):
+        run_chains([[record("a", events, 0.05)]], jobs=1, logs=tmp_path / "logs")
+    log = (tmp_path / "logs" / "a.log").read_text()
+    lines = log.splitlines()
+    assert lines.count("hello from a") == 2 and sum(line.startswith("# started ") for line in lines) == 2

@@ -411,7 +411,7 @@ class ShardJobs:
         prefix = os.path.commonprefix([min(present), max(present)]) if present else ""
         cut = prefix.rfind(os.sep) + 1  # the common folder, up to and with its last separator
         self.root = prefix[:cut]
-        self.paths = np.array([b"" if p is None else p[cut:].encode() for p in paths], dtype=bytes)
+        self.paths = np.array([b"" if p is None else os.fsencode(p[cut:]) for p in paths], dtype=bytes)
         self.times = np.array([[np.nan if v is None else v for v in t] for t in times], np.float64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -422,7 +422,7 @@ class ShardJobs:
         j = i - self.lo
         rel = self.paths[j]
         start, end, rate = (float(v) for v in self.times[j])
-        return (self.root + rel.decode() if rel else None, start, None if math.isnan(end) else end,
+        return (self.root + os.fsdecode(rel) if rel else None, start, None if math.isnan(end) else end,
                 None if math.isnan(rate) else rate)
 
     def __iter__(self):
