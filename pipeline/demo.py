@@ -2,7 +2,8 @@
 
 Each stage's config is written to ``WORKDIR/configs/<stage>[.<variant>].yaml`` first; the
 teachers, students, fine-tunes and evaluations then run as ``pipeline run <stage> --config``
-processes, ``--jobs`` at a time (``pipeline.parallel``), so any step can be rerun by hand. The world, the teachers and the signals stores are made once; every row
+processes, ``--jobs`` at a time (``pipeline.parallel``), so any step can be rerun by hand.
+The world, the teachers and the signals stores are made once; every row
 of the table (scratch, the exo baseline, Ego-Exo, and with ``--ablations`` Ego-Exo* and
 the one-signal variants) is pre-trained, fine-tuned and evaluated once per seed. Numbers
 are reported as they come out, with their spread over seeds.
@@ -162,7 +163,6 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
         reuses(f"finetune.{name}", wd / "finetuned" / name / "checkpoint.pt")
         return [Command.stage(f"finetune.{name}", "finetune", config_path("finetune", name)),
                 Command.stage(f"evaluate.{name}", "evaluate", config_path("evaluate", name))]
-
 
     t = step(f"2/5 train the teachers (ego/exo, object, hand-object) and fine-tune the scratch row, {jobs} at a time")
     kinds = ("handobj", "ego", "object")  # the longest first
