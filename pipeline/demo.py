@@ -18,6 +18,9 @@ from pipeline.config import dump_config
 from pipeline.errors import PipelineError
 
 # Demo-sized settings (2-core CPU). Measured, not tuned toward a result.
+# 30 epochs: what the 10 minutes of `make demo` allow. The student's loss sits near chance for its
+# first 10-15 epochs (lr 0.025-0.2, warm-up 1 or 5 epochs, batch 8 or 16 all did), and more
+# epochs would teach it more (README, demo section), but cost more time than the demo has.
 PRETRAIN_EPOCHS = 30
 FINETUNE_EPOCHS = 12
 # One epoch of linear warm-up from a tenth of the lr: a few hundred steps from scratch need it.

@@ -64,7 +64,7 @@ def test_tiny_models_give_an_8x4x4_slow_grid_at_64px():
     with torch.no_grad():
         (s,) = slow(torch.randn(2, 3, 8, 64, 64))
         sf_slow, sf_fast = sf(torch.randn(2, 3, 32, 64, 64))
-    assert tuple(s.shape) == (2, 512, 8, 4, 4)
+    assert tuple(s.shape) == (2, 384, 8, 4, 4)  # 12 stem channels x 32
     assert tuple(sf_slow.shape) == (2, 512, 8, 4, 4)
     assert tuple(sf_fast.shape) == (2, 128, 32, 4, 4)
     assert slow.final_stride == sf.final_stride == 16

@@ -195,7 +195,7 @@ def test_epic100_noun_projection_is_the_noun_head_not_the_ego_head():
     state = dict(to_pyslowfast(model, "baseline")["model_state"])
     state["headepic100.projections.0.weight"] = state.pop("head.projection.weight")
     state["headepic100.projections.0.bias"] = state.pop("head.projection.bias")
-    state["headepic100.projections.1.weight"] = torch.randn(3, 512)
+    state["headepic100.projections.1.weight"] = torch.randn(3, model.head.projection.in_features)
     state["headepic100.projections.1.bias"] = torch.randn(3)
     loaded, meta = load_student({"model_state": state})
     assert torch.equal(loaded.noun_head.weight, state["headepic100.projections.1.weight"])
