@@ -17,10 +17,11 @@ from pathlib import Path
 from pipeline.config import dump_config
 from pipeline.errors import PipelineError
 
-# Demo-sized settings (2-core CPU). Measured, not tuned toward a result.
+# Demo-sized settings (2-core CPU), the same for every row; the student's width (slow_tiny) was
+# chosen for the baseline's pre-training target (README, demo section).
 # 30 epochs: what the 10 minutes of `make demo` allow. The student's loss sits near chance for its
-# first 10-15 epochs (lr 0.025-0.2, warm-up 1 or 5 epochs, batch 8 or 16 all did), and more
-# epochs would teach it more (README, demo section), but cost more time than the demo has.
+# first 10-15 epochs (lr 0.025-0.2, warm-up 1 or 5 epochs, batch 8 or 16 all did); 40-45 epochs
+# helped in most probes (README, demo section) but cost more time than the demo has.
 PRETRAIN_EPOCHS = 30
 FINETUNE_EPOCHS = 12
 # One epoch of linear warm-up from a tenth of the lr: a few hundred steps from scratch need it.
@@ -67,6 +68,28 @@ DEFAULT_ROWS = ("scratch", "baseline", "egoexo")
 ROW_NAMES = {"scratch": "scratch (no pre-training)", "baseline": "exo-pretrained baseline", "egoexo": "Ego-Exo",
              "egoexo_star": "Ego-Exo*", "ego_only": "Ego-Score only", "object_only": "Object-Score only",
              "maps_only": "Interaction-Map only"}
+
+
+def _stale_students(wd: Path) -> list[Path]:
+    """Checkpoints under ``students/`` and ``finetuned/`` whose backbone tensors do not fit today's
+    ``slow_tiny`` (a workdir of an earlier demo student): resuming them would fail mid-run."""
+    paths = sorted([*wd.glob("students/*/*.pt"), *wd.glob("finetuned/*/*.pt")])
+    if not paths:
+        return []
+    import torch
+
+    from student.backbones import create_backbone
+
+    want = {f"backbone.{k}": tuple(v.shape) for k, v in create_backbone("slow_tiny").state_dict().items()}
+    stale = []
+    for path in paths:
+        try:
+            model = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("model", {})
+        except Exception:  # unreadable or not ours: the stage's own resume check says so
+            continue
+        if any(want.get(k, tuple(v.shape)) != tuple(v.shape) for k, v in model.items() if k.startswith("backbone.")):
+            stale.append(path)
+    return stale
 
 
 def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 1, ablations: bool = False,
@@ -121,6 +144,11 @@ def run_demo(workdir: str | Path, seed: int = 0, workers: int = 2, seeds: int = 
     if (wd / "teachers" / "teachers.json").exists():
         raise PipelineError(f"{wd} was made by an earlier version of the demo (its teachers in one folder, not "
                             "teachers/<kind>/); give the demo a new --workdir")
+    stale = _stale_students(wd)
+    if stale:
+        raise PipelineError(f"{wd} holds students of an earlier demo student: {stale[0].relative_to(wd)} does not fit "
+                            "slow_tiny (12 stem channels since the demo narrowed it from 16); delete "
+                            f"{wd / 'students'} and {wd / 'finetuned'}, or give the demo a new --workdir")
     t = step("1/5 make the synthetic world")
     if not (world / "demo_world.json").exists():
         try:

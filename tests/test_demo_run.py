@@ -90,3 +90,21 @@ def test_a_workdir_of_the_previous_demo_layout_is_one_error(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), "--quick"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "earlier version of the demo" in err
+
+
+def test_a_workdir_of_the_16_channel_student_is_one_error(tmp_path, capsys):
+    import torch
+
+    # A 16-channel slow_tiny's stem conv (16, 3, 1, 7, 7), as the demo wrote before it narrowed.
+    (tmp_path / "students" / "baseline-s0").mkdir(parents=True)
+    torch.save({"model": {"backbone.s1.pathway0_stem.conv.weight": torch.zeros(16, 3, 1, 7, 7)}},
+               tmp_path / "students" / "baseline-s0" / "last.pt")
+    assert main(["demo", "--workdir", str(tmp_path), "--quick"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "students/baseline-s0/last.pt does not fit slow_tiny" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["students"] and out == ""  # nothing written or begun
+    # Today's width passes the check (and the demo would resume it).
+    torch.save({"model": {"backbone.s1.pathway0_stem.conv.weight": torch.zeros(12, 3, 1, 7, 7)}},
+               tmp_path / "students" / "baseline-s0" / "last.pt")
+    from pipeline.demo import _stale_students
+    assert _stale_students(tmp_path) == []
