@@ -78,9 +78,9 @@ def _stale_students(wd: Path) -> list[Path]:
         return []
     import torch
 
-    from student.backbones import create_backbone
+    from student.checkpoints import _backbone_shapes
 
-    want = {f"backbone.{k}": tuple(v.shape) for k, v in create_backbone("slow_tiny").state_dict().items()}
+    want = _backbone_shapes("slow_tiny")
     stale = []
     for path in paths:
         try:
